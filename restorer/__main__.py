@@ -1,0 +1,3 @@
+from restorer.cli import main
+
+main()

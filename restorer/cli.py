@@ -1,0 +1,163 @@
+"""The `restorer` command. It parses and validates, then calls the library.
+
+Exit codes: 0 done, 1 failed while running, 2 bad usage or bad input. Errors print
+one line; ``RESTORER_DEBUG=1`` prints the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from restorer import __version__
+
+DEBUG = os.environ.get("RESTORER_DEBUG", "") not in ("", "0")
+CODECS = ("h264", "h265", "ffv1", "prores")
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"restorer: error: {message}", err=True)
+    sys.exit(code)
+
+
+class RestorerGroup(click.Group):
+    """Turns known errors into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context):
+        from restorer.errors import RestorerError
+
+        try:
+            return super().invoke(ctx)
+        except RestorerError as exc:
+            if DEBUG:
+                raise
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted; run the same command again to resume", 130)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
+            raise
+        except MemoryError:
+            _fail("out of memory; try a smaller --chunk-frames or a lighter preset", 1)
+        except Exception as exc:  # noqa: BLE001 - the top-level handler of a CLI
+            if DEBUG:
+                raise
+            _fail(f"internal error: {type(exc).__name__}: {exc} (run with RESTORER_DEBUG=1 for the traceback)", 1)
+
+
+@click.group(cls=RestorerGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="restorer")
+def main() -> None:
+    """Colorize black-and-white films and photo archives."""
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="Output film, image, or folder (for several inputs or a folder input).")
+@click.option("--shots", type=click.Path(path_type=Path), help="shots.yaml with per-shot prompts and instances.")
+@click.option("--preset", default=None, help="Preset name (see `restorer presets`) or path to a preset YAML.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--codec", type=click.Choice(CODECS), default="h264", show_default=True)
+@click.option("--bit-depth", type=click.Choice(["8", "10"]), default=None, help="Output bit depth (default: source).")
+@click.option("--report", type=click.Path(path_type=Path), help="Write a JSON report here.")
+@click.option("--strict", is_flag=True, help="Treat a damaged input as an error (exit 2, no output).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress, warnings only.")
+@click.option("--weights", type=click.Path(path_type=Path), default=None, envvar="RESTORER_WEIGHTS",
+              help="Folder with restorer's own weights [env RESTORER_WEIGHTS].")
+@click.option("--base", type=click.Path(path_type=Path), default=None, envvar="RESTORER_SD15",
+              help="Local Stable Diffusion 1.5 (diffusers folder or .safetensors) [env RESTORER_SD15].")
+@click.option("--tracker", type=click.Choice(["sam2", "flow", "static"]), default=None,
+              help="How instances follow their objects (default: sam2 with --sam2, else flow).")
+@click.option("--sam2", type=click.Path(path_type=Path), default=None, help="Local SAM2 folder.")
+@click.option("--save-masks", type=click.Path(path_type=Path), default=None, help="Keep the masks used here.")
+@click.option("--chunk-frames", type=click.IntRange(8, 100000), default=240, show_default=True,
+              help="Longest segment; a killed run loses at most this much work.")
+@click.option("--steps", type=click.IntRange(1, 1000), default=None, help="Diffusion steps.")
+@click.option("--guidance", type=float, default=None, help="Classifier-free guidance scale.")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=None, help="Share of steps per instance.")
+@click.option("--beta", type=click.FloatRange(0, 1), default=None, help="Background weight in the fusion.")
+@click.option("--fusion", type=click.Choice(["literal", "vp"]), default=None, help="Latent fusion form (Eq. 8).")
+def colorize(inputs, output, shots, preset, device, seed, overwrite, codec, bit_depth, report, strict, quiet,
+             weights, base, tracker, sam2, save_masks, chunk_frames, steps, guidance, alpha, beta, fusion):
+    """Colorize INPUTS (a film, images, or folders of images) into OUTPUT."""
+    from restorer.pipelines.run import colorize_run
+    from restorer.pipelines.options import ColorizeOptions
+
+    overrides = {k: v for k, v in dict(steps=steps, guidance=guidance, alpha=alpha, beta=beta,
+                                       fusion=fusion).items() if v is not None}
+    opts = ColorizeOptions(preset=preset or "", device=device, seed=seed, overwrite=overwrite, codec=codec,
+                           bit_depth=int(bit_depth) if bit_depth else None, strict=strict, quiet=quiet,
+                           shots=shots, report=report, weights=weights, base=base, tracker=tracker, sam2=sam2,
+                           save_masks=save_masks, chunk_frames=chunk_frames, overrides=overrides)
+    colorize_run(list(inputs), output, opts)
+
+
+@main.group()
+def shots() -> None:
+    """Create and check shots.yaml files."""
+
+
+@shots.command("init")
+@click.argument("film", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path))
+@click.option("--overwrite", is_flag=True)
+def shots_init(film, output, overwrite):
+    """Detect the shots of FILM and write an editable shots.yaml template."""
+    from restorer.pipelines.shots import init_template
+
+    n = init_template(film, output, overwrite=overwrite)
+    click.echo(f"wrote {output} with {n} shot(s); add instances and prompts, then `restorer shots check`")
+
+
+@shots.command("check")
+@click.argument("film", type=click.Path(path_type=Path))
+@click.argument("shots_yaml", type=click.Path(path_type=Path))
+def shots_check(film, shots_yaml):
+    """Check SHOTS_YAML against FILM: syntax, ranges, regions, colour names."""
+    from restorer.pipelines.shots import check_shots
+
+    resolved = check_shots(film, shots_yaml)
+    for s in resolved:
+        names = ", ".join(f"{i.name} ({i.text})" for i in s.instances) or "no instances"
+        kind = "detected" if s.detected else "from file"
+        click.echo(f"shot {s.index + 1}: frames {s.start}-{s.end} [{kind}] {names}")
+    click.echo(f"{shots_yaml}: ok")
+
+
+@shots.command("schema")
+def shots_schema_cmd():
+    """Print the JSON schema of shots.yaml (for editors)."""
+    from restorer.config import shots_schema
+
+    click.echo(json.dumps(shots_schema(), indent=2))
+
+
+@main.command()
+def presets():
+    """List the shipped presets and what each needs."""
+    from restorer.presets import load_preset, shipped
+
+    for name in shipped():
+        p = load_preset(name)
+        click.echo(f"{p.name:10s} {p.engine:8s} runs on {p.runs_on:8s} needs: {p.needs}")
+        click.echo(f"{'':10s} {p.description}")
+
+
+@main.command()
+@click.argument("query", required=False)
+def colors(query):
+    """List the colour names that instance texts may use (optionally filtered)."""
+    from restorer.models.colornames import all_names
+
+    names = [n for n in all_names() if not query or query.lower() in n]
+    click.echo("\n".join(names))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,802 @@
+"""Film I/O with PyAV: probe, stream the luma out, encode segments, assemble the film.
+
+Nothing here holds a film in memory: frames are decoded and encoded one at a time.
+
+Reading
+-------
+``probe(path) -> VideoInfo`` demuxes the video stream once (no decoding, apart from
+the first frame for its pixel format, rotation and colour tags) and records every
+frame's pts. A film's *frame index* ``i`` is the i-th frame in display order and
+``info.pts[i]`` its timestamp in ``info.time_base``; every other module speaks in
+these indices.
+
+``LumaReader(path, info, start=0, end=None)`` yields ``DecodedFrame(index, pts,
+luma)`` for frames ``start..end`` (inclusive), seeking to the keyframe before
+``start``. ``luma`` is the Y' plane at the source bit depth: ``uint8`` for 8-bit,
+``uint16`` code values (0..1023 for 10-bit, not shifted) above that. For YUV sources
+it is the decoded plane exactly, bit for bit. For other sources (rgb, pal8, ...)
+Y' = Kr R + Kg G + Kb B with the resolved matrix (``VideoInfo.matrix``), full range;
+gray sources give their plane as is.
+
+Damaged input never raises out of the iterator: frames that do not decode are
+skipped and recorded in ``LumaReader.damaged`` (a list of :class:`Damage`, with
+frame-index ranges and timecodes), holes in an AVI's timeline found by ``probe``
+are in ``VideoInfo.holes`` and are copied into ``damaged`` too. Iteration always
+ends: the reader only moves forward through a finite file.
+
+Writing
+-------
+``SegmentWriter(path, info, codec="h264")`` encodes frames given as the source's
+Y' plane (code values, untouched) plus full-resolution float Pb, Pr in
+[-0.5, 0.5]. Chroma is area-averaged to the pix_fmt's grid and quantised per
+ITU-T H.273: limited range ``(16 + 224 * (P + 0.5)) * 2**(bits-8)`` i.e.
+``128 * 2**(bits-8) + 224 * 2**(bits-8) * P`` clipped to 16..240 scaled; full range
+``(2**bits - 1) * P + 2**(bits-1)``. Frames keep the source pts and time base.
+
+Codecs: ``h264``/``h265`` (yuv420p, or yuv420p10le at 10 bits), ``ffv1``
+(source's chroma subsampling when the source is planar YUV, else 4:4:4) and
+``prores`` (prores_ks, yuv422p10le, HQ). Decisions:
+
+* Odd sizes: 4:2:0 and 4:2:2 need even sizes in x264/x265/prores, so for those
+  codecs an odd width (or odd height with 4:2:0) switches to 4:4:4 (h264/h265:
+  yuv444p / yuv444p10le, prores: yuv444p10le). The size and luma are never
+  changed, nothing is padded. ffv1 handles odd sizes natively.
+* Bit depth: 8 or 10 (``bit_depth=None`` keeps the source's, capped to 10).
+  ProRes is always 10-bit. When output and source depth differ, Y' is shifted by
+  the difference (the usual MSB alignment, 8->10 is x4).
+* Colour tags: the output always carries the *resolved* matrix and range (the ones
+  the chroma was computed with: source tag, else BT.601 for height <= 576 and BT.709
+  above; limited range for YUV sources that do not say, full range for rgb/gray
+  sources). Primaries and transfer are copied as they are, unspecified stays
+  unspecified (we do not claim what we do not know).
+* No B-frames for h264/h265: each packet's dts equals its pts, so segments
+  concatenate with strictly increasing dts and exact source pts (no edit-list or
+  composition offsets at the joins). Each segment starts with an IDR frame.
+* Determinism: fixed encoder thread counts (``threads``, default 2, never "auto")
+  and ``fflags=+bitexact`` on the muxer (no random Matroska UIDs, no version
+  strings), so the same frames give a byte-identical segment on any machine with
+  the same FFmpeg build.
+* SAR and rotation (display matrix) are written onto the stream.
+
+Name segments with ``segment_suffix(codec)`` (``.mp4``; ``.mov`` for ProRes): the
+ISO/QuickTime muxers keep the source time base exactly (Matroska stores milliseconds,
+so pts survive exactly in mp4/mov outputs and to the millisecond in mkv ones). The writer writes to a
+temporary name in the same folder and renames on a clean exit; on an exception the
+temporary file is deleted.
+
+``assemble(segments, source, info, output)`` remuxes the segments' video packets (no
+re-encode) and every audio and subtitle stream of the source, packet for packet,
+interleaved by time, into ``output`` (temporary name, renamed when complete). It
+checks that all segments share codec, size, pix_fmt and codec extradata (the
+avcC/hvcC/ffv1 configuration record lives once in an mp4/mkv header, so segments with
+different extradata cannot share one stream; with fixed encoder settings they are
+identical, and a mismatch is reported instead of writing a broken film).
+
+Errors a user can cause raise :class:`restorer.errors.InputError` /
+:class:`restorer.errors.OutputError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import logging
+import os
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import av
+import numpy as np
+
+from restorer.errors import InputError, OutputError
+
+logger = logging.getLogger(__name__)
+
+UNSPECIFIED = 2  # AVCOL_PRI/TRC/SPC_UNSPECIFIED
+RANGE_UNSPECIFIED, RANGE_LIMITED, RANGE_FULL = 0, 1, 2
+BT709, BT601 = 1, 6  # AVCOL_SPC_BT709, AVCOL_SPC_SMPTE170M
+# (Kr, Kb) per AVColorSpace value.
+_MATRIX_COEFFS: dict[int, tuple[float, float]] = {
+    1: (0.2126, 0.0722), 4: (0.30, 0.11), 5: (0.299, 0.114), 6: (0.299, 0.114),
+    7: (0.212, 0.087), 9: (0.2627, 0.0593), 10: (0.2627, 0.0593),
+}
+_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".nut": "nut"}
+_ENCODERS = {"h264": "libx264", "h265": "libx265", "hevc": "libx265", "ffv1": "ffv1",
+             "prores": "prores_ks"}
+_MAX_PROBE_PACKETS = 2000  # packets tried for a first decodable frame before giving up
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A run of frames that did not decode (or a hole in the file's timeline).
+
+    ``first``/``last`` are inclusive frame indices; for a hole of frames missing from
+    the file they both name the frame that follows the hole. ``start``/``end`` are
+    timecodes "HH:MM:SS.mmm".
+    """
+
+    first: int
+    last: int
+    start: str
+    end: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"frames {self.first}-{self.last} ({self.start}-{self.end}): {self.reason}"
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What :func:`probe` learns about a film. Colour fields are FFmpeg enum values."""
+
+    path: str
+    width: int
+    height: int
+    frame_count: int
+    time_base: Fraction
+    frame_rate: Fraction
+    sar: Fraction
+    rotation: int  # counter-clockwise degrees a player turns the picture, 0..359
+    pix_fmt: str  # decoded pixel format
+    bit_depth: int
+    color_primaries: int
+    color_trc: int
+    colorspace: int
+    color_range: int
+    pts: tuple[int, ...]
+    audio_streams: int
+    subtitle_streams: int
+    duration_s: float
+    codec: str = ""
+    holes: tuple[Damage, ...] = field(default=())
+
+    @property
+    def is_yuv(self) -> bool:
+        return _is_yuv(self.pix_fmt)
+
+    @property
+    def matrix(self) -> int:
+        """The Y'CbCr matrix in force: the tag, else BT.601 up to 576 lines, else BT.709."""
+        if self.colorspace in _MATRIX_COEFFS:
+            return self.colorspace
+        return BT601 if self.height <= 576 else BT709
+
+    @property
+    def kr_kb(self) -> tuple[float, float]:
+        return _MATRIX_COEFFS[self.matrix]
+
+    @property
+    def full_range(self) -> bool:
+        """Full (0..2^b-1) or limited (16..235 scaled) code values for Y'."""
+        if self.color_range in (RANGE_LIMITED, RANGE_FULL):
+            return self.color_range == RANGE_FULL
+        return self.pix_fmt.startswith("yuvj") or not self.is_yuv
+
+    def time(self, index: int) -> Fraction:
+        """Seconds from the first frame's pts to frame ``index``."""
+        return (self.pts[index] - self.pts[0]) * self.time_base
+
+    def timecode(self, index: int) -> str:
+        """Frame ``index``'s time as "HH:MM:SS.mmm" from the film's start."""
+        ms = round(self.time(index) * 1000)
+        return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
+
+
+@dataclass
+class DecodedFrame:
+    index: int
+    pts: int
+    luma: np.ndarray  # (H, W) uint8 or uint16 code values
+
+
+# --------------------------------------------------------------------------- probing
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Read a film's video properties and every frame's pts (demux only).
+
+    Raises:
+        InputError: missing file, not a readable video, no video stream, no frame.
+    """
+    path = Path(path)
+    with _open_input(path) as container:
+        stream = _video_stream(container, path)
+        pts, demux_error = _demux_pts(container, stream)
+        declared = stream.frames
+        fmt_name = container.format.name
+        counts = _stream_counts(container)
+        meta = _stream_meta(stream)
+    if not pts:
+        raise InputError("holds no video frames (truncated or empty)", path=path,
+                         hint="re-copy or re-export the file")
+    first = _first_frame(path)
+    info = _build_info(path, meta, first, pts, counts)
+    holes = _find_holes(info, fmt_name, declared, demux_error)
+    return VideoInfo(**{**info.__dict__, "holes": tuple(holes)})
+
+
+def _open_input(path: Path) -> av.container.InputContainer:
+    if not path.exists():
+        raise InputError("no such file", path=path, hint="check the path and spelling")
+    if path.is_dir():
+        raise InputError("is a folder, not a video file", path=path, hint="give the film's file")
+    try:
+        return av.open(str(path), "r", timeout=30)
+    except (av.error.FFmpegError, OSError) as err:
+        raise InputError(f"cannot be read as a video ({_reason(err)}); it may be truncated or not a "
+                         "video at all", path=path,
+                         hint="re-copy or re-export the file, or check it plays in a video player") from None
+
+
+def _reason(err: Exception) -> str:
+    return getattr(err, "strerror", None) or str(err).splitlines()[0]
+
+
+def _video_stream(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
+    videos = [s for s in container.streams.video if not s.disposition & 0x0400]  # skip cover art
+    if not videos:
+        raise InputError("has no video stream (audio only?)", path=path,
+                         hint="give a film file; restorer colorizes video")
+    return videos[0]
+
+
+def _demux_pts(container, stream) -> tuple[list[int], str | None]:
+    """Every video packet's pts (dts when missing), sorted into display order."""
+    pts: list[int] = []
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0 and packet.pts is None:
+                continue
+            ts = packet.pts if packet.pts is not None else packet.dts
+            if ts is not None:
+                pts.append(ts)
+    except av.error.FFmpegError as err:
+        logger.warning("%s: demuxing stopped after %d packets: %s", container.name, len(pts), _reason(err))
+        return sorted(set(pts)), _reason(err)
+    return sorted(set(pts)), None
+
+
+def _stream_counts(container) -> tuple[int, int]:
+    return len(container.streams.audio), len(container.streams.subtitles)
+
+
+def _stream_meta(stream) -> dict:
+    cc = stream.codec_context
+    rate = stream.average_rate or stream.guessed_rate or (1 / stream.time_base)
+    rotate = stream.metadata.get("rotate")
+    return {
+        "time_base": Fraction(stream.time_base), "frame_rate": Fraction(rate),
+        "sar": Fraction(stream.sample_aspect_ratio or 0), "codec": cc.name,
+        "tags": (cc.color_primaries, cc.color_trc, cc.colorspace, cc.color_range),
+        "rotate_meta": (-int(float(rotate))) % 360 if rotate else 0,
+    }
+
+
+def _first_frame(path: Path) -> av.VideoFrame:
+    """The first frame that decodes; the authority on pix_fmt, tags and rotation."""
+    with av.open(str(path)) as container:
+        stream = _video_stream(container, path)
+        for frame in _decode(container, stream):
+            return frame
+    raise InputError("has a video stream but no frame decodes", path=path,
+                     hint="the file is damaged beyond use; re-copy or re-export it")
+
+
+def _build_info(path: Path, meta: dict, frame: av.VideoFrame, pts: list[int],
+                counts: tuple[int, int]) -> VideoInfo:
+    tags = [_tag(f, c) for f, c in zip(
+        (frame.color_primaries, frame.color_trc, frame.colorspace, frame.color_range), meta["tags"])]
+    tags[3] = frame.color_range or meta["tags"][3] or 0
+    rotation = (frame.rotation % 360) or meta["rotate_meta"]
+    tb = meta["time_base"]
+    last_duration = 1 / meta["frame_rate"] if meta["frame_rate"] else Fraction(0)
+    sar = meta["sar"] if meta["sar"] > 0 else Fraction(1)
+    return VideoInfo(
+        path=str(path), width=frame.width, height=frame.height, frame_count=len(pts), time_base=tb,
+        frame_rate=meta["frame_rate"], sar=sar, rotation=int(rotation), pix_fmt=frame.format.name,
+        bit_depth=frame.format.components[0].bits, color_primaries=tags[0], color_trc=tags[1],
+        colorspace=tags[2], color_range=tags[3], pts=tuple(pts), audio_streams=counts[0],
+        subtitle_streams=counts[1], duration_s=float((pts[-1] - pts[0]) * tb + last_duration),
+        codec=meta["codec"])
+
+
+def _tag(frame_value: int, stream_value: int) -> int:
+    if frame_value not in (None, UNSPECIFIED, 0):
+        return int(frame_value)
+    return int(stream_value) if stream_value not in (None, 0) else UNSPECIFIED
+
+
+def _find_holes(info: VideoInfo, fmt_name: str, declared: int, demux_error: str | None) -> list[Damage]:
+    """Frames missing from the file: AVI timeline gaps (pts counts frames there) and a cut tail."""
+    holes: list[Damage] = []
+    if "avi" in fmt_name.split(","):
+        for i in range(1, info.frame_count):
+            gap = info.pts[i] - info.pts[i - 1] - 1
+            if gap > 0:
+                holes.append(_damage(info, i, i, f"{gap} frames missing from the file before this one"))
+    missing_tail = declared - info.frame_count if declared and not holes else 0
+    if demux_error or missing_tail > 0:
+        why = demux_error or f"the file declares {declared} frames but holds {info.frame_count}"
+        last = info.frame_count - 1
+        holes.append(_damage(info, last, last, f"file ends early after this frame ({why})"))
+    return holes
+
+
+def _damage(info: VideoInfo, first: int, last: int, reason: str) -> Damage:
+    return Damage(first, last, info.timecode(first), info.timecode(last), reason)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _decode(container, stream) -> Iterator[av.VideoFrame]:
+    """Decoded frames; a packet that fails to decode is logged and skipped, never raised."""
+    packets = container.demux(stream)
+    tried = 0
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return
+        except av.error.FFmpegError as err:  # the demuxer cannot go on: end here
+            logger.warning("%s: reading stopped: %s", container.name, _reason(err))
+            return
+        tried += 1
+        try:
+            yield from stream.decode(packet if packet.size or packet.pts is not None else None)
+        except av.error.FFmpegError as err:
+            logger.debug("%s: packet pts=%s does not decode: %s", container.name, packet.pts, _reason(err))
+
+
+class LumaReader:
+    """Iterate the Y' planes of frames ``start..end`` (inclusive) in display order.
+
+    Frames that do not decode are skipped and recorded in ``damaged``; the iterator
+    never raises on damaged data and always ends.
+    """
+
+    def __init__(self, path: str | Path, info: VideoInfo | None = None, start: int = 0,
+                 end: int | None = None, *, threads: int = 2):
+        self.path = Path(path)
+        self.info = info or probe(self.path)
+        last = self.info.frame_count - 1
+        self.start = max(0, start)
+        self.end = last if end is None else min(end, last)
+        self.threads = threads
+        self.damaged: list[Damage] = []
+        self._avi = False
+
+    def __iter__(self) -> Iterator[DecodedFrame]:
+        self.damaged = [h for h in self.info.holes if self.start <= h.first <= self.end]
+        with _open_input(self.path) as container:
+            self._avi = "avi" in container.format.name.split(",")
+            stream = _video_stream(container, self.path)
+            stream.thread_count = self.threads
+            frames = self._frames_from(container, stream)
+            expected = self.start
+            for index, frame in frames:
+                if index > self.end:
+                    break
+                self._missing(expected, index - 1)
+                expected = index + 1
+                yield DecodedFrame(index, self.info.pts[index], frame_luma(frame, self.info))
+            self._missing(expected, self.end)
+        self.damaged.sort(key=lambda d: d.first)
+
+    def _frames_from(self, container, stream) -> Iterator[tuple[int, av.VideoFrame]]:
+        """(index, frame) pairs with index >= start, increasing; seeks when start > 0."""
+        seeked = self.start > 0 and self._seek(container, stream)
+        last = -1
+        for frame in _decode(container, stream):
+            index = self._index_of(frame, last)
+            if index is None or index < self.start:
+                continue
+            if seeked and last < 0 and index > self.start:  # seek overshot: decode from the top
+                logger.info("%s: seek landed after frame %d; decoding from the start", self.path, self.start)
+                container.seek(0)
+                yield from self._frames_after_rewind(container, stream)
+                return
+            last = index
+            yield index, frame
+
+    def _frames_after_rewind(self, container, stream) -> Iterator[tuple[int, av.VideoFrame]]:
+        last = -1
+        for frame in _decode(container, stream):
+            index = self._index_of(frame, last)
+            if index is not None and index >= self.start:
+                last = index
+                yield index, frame
+
+    def _seek(self, container, stream) -> bool:
+        try:
+            container.seek(self.info.pts[self.start], stream=stream, backward=True, any_frame=False)
+            return True
+        except av.error.FFmpegError as err:
+            logger.info("%s: cannot seek (%s); decoding from the start", self.path, _reason(err))
+            return False
+
+    def _index_of(self, frame: av.VideoFrame, last: int) -> int | None:
+        """Map a decoded frame to its index; out-of-order or unknown stamps take the next slot."""
+        # AVI has no presentation stamps: packed B-frames carry wrong pts, and the
+        # decoder's dts is the display counter (FFmpeg's best-effort timestamp agrees).
+        ts = frame.dts if (self._avi and frame.dts is not None) or frame.pts is None else frame.pts
+        pts = self.info.pts
+        if ts is None:
+            index = last + 1
+        else:
+            index = bisect.bisect_left(pts, ts)
+            if index <= last:
+                index = last + 1
+        return index if index < len(pts) else None
+
+    def _missing(self, first: int, last: int) -> None:
+        if first <= last:
+            self.damaged.append(_damage(self.info, first, last, "did not decode"))
+
+
+def _is_yuv(pix_fmt: str) -> bool:
+    return pix_fmt.startswith(("yuv", "yuvj", "nv", "p0", "p2", "p4", "uyvy", "yuyv", "yvyu", "ayuv",
+                               "vuy", "xv", "y2", "y21", "v30", "vyu"))
+
+
+def frame_luma(frame: av.VideoFrame, info: VideoInfo) -> np.ndarray:
+    """The frame's Y' at source depth: the decoded plane for YUV/gray, else from RGB."""
+    fmt = frame.format
+    bits = fmt.components[0].bits
+    planar_y = fmt.is_planar and (fmt.name.startswith(("yuv", "gray")) or fmt.name.startswith("y"))
+    if planar_y and fmt.name.startswith(("yuv", "gray")):
+        return _plane_array(frame.planes[0], bits, frame.width, frame.height)
+    if _is_yuv(fmt.name):  # packed or semi-planar YUV: unscaled swscale copy to planar
+        target = "yuv444p" if bits <= 8 else f"yuv444p{bits}le"
+        return frame_luma(frame.reformat(format=target), info)
+    return _luma_from_rgb(frame, bits, info.kr_kb)
+
+
+def _plane_array(plane, bits: int, width: int, height: int) -> np.ndarray:
+    dtype = np.uint8 if bits <= 8 else np.dtype("<u2")
+    arr = np.frombuffer(plane, dtype=dtype)
+    stride = plane.line_size // arr.itemsize
+    out = arr[: stride * height].reshape(height, stride)[:, :width]
+    return out.astype(np.uint16) if bits > 8 else out.copy()
+
+
+def _luma_from_rgb(frame: av.VideoFrame, bits: int, kr_kb: tuple[float, float]) -> np.ndarray:
+    kr, kb = kr_kb
+    rgb = frame.to_ndarray(format="rgb24" if bits <= 8 else "rgb48le").astype(np.float32)
+    y = kr * rgb[..., 0] + (1 - kr - kb) * rgb[..., 1] + kb * rgb[..., 2]
+    if bits <= 8:
+        return np.clip(np.rint(y), 0, 255).astype(np.uint8)
+    top = (1 << bits) - 1
+    return np.clip(np.rint(y * (top / 65535)), 0, top).astype(np.uint16)
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def chroma_layout(codec: str, info: VideoInfo) -> tuple[int, int]:
+    """(horizontal, vertical) chroma subsampling factors the writer uses."""
+    codec = codec.lower()
+    if codec == "ffv1":
+        return _source_subsampling(info) if info.is_yuv else (1, 1)
+    sub = (2, 1) if codec == "prores" else (2, 2)
+    if info.width % 2 or (sub[1] == 2 and info.height % 2):
+        return (1, 1)
+    return sub
+
+
+def _source_subsampling(info: VideoInfo) -> tuple[int, int]:
+    fmt = av.VideoFormat(info.pix_fmt, info.width, info.height)
+    if len(fmt.components) < 3:  # gray
+        return (1, 1)
+    c = fmt.components[1]
+    return (max(1, -(-info.width // c.width)) if c.width else 1,
+            max(1, -(-info.height // c.height)) if c.height else 1)
+
+
+def output_pix_fmt(codec: str, info: VideoInfo, bit_depth: int) -> str:
+    """The pixel format the writer encodes for ``codec`` at ``bit_depth``."""
+    sub = chroma_layout(codec, info)
+    name = {(2, 2): "yuv420p", (2, 1): "yuv422p", (1, 1): "yuv444p", (4, 1): "yuv411p",
+            (1, 2): "yuv440p", (4, 4): "yuv410p"}.get(sub, "yuv444p")
+    if bit_depth > 8:
+        if name in ("yuv411p", "yuv440p", "yuv410p"):
+            name = "yuv444p"
+        name += f"{bit_depth}le"
+    return name
+
+
+def _output_depth(codec: str, info: VideoInfo, bit_depth: int | None) -> int:
+    if codec == "prores":
+        return 10
+    depth = bit_depth or min(max(info.bit_depth, 8), 10)
+    if depth not in (8, 10):
+        raise ValueError(f"bit_depth must be 8 or 10, not {depth}")
+    return depth
+
+
+def area_average(plane: np.ndarray, sx: int, sy: int) -> np.ndarray:
+    """Mean over sx x sy blocks; edge blocks average only the pixels that exist."""
+    if sx == 1 and sy == 1:
+        return plane.astype(np.float32, copy=False)
+    h, w = plane.shape
+    padded = np.pad(plane, ((0, -h % sy), (0, -w % sx)), mode="edge").astype(np.float32)
+    hh, ww = padded.shape
+    return padded.reshape(hh // sy, sy, ww // sx, sx).mean(axis=(1, 3))
+
+
+def quantise_chroma(p: np.ndarray, bits: int, full_range: bool) -> np.ndarray:
+    """Pb or Pr in [-0.5, 0.5] to Cb/Cr code values (ITU-T H.273)."""
+    if full_range:
+        top = (1 << bits) - 1
+        codes, lo, hi = p * top + (1 << (bits - 1)), 0, top
+    else:
+        scale = 1 << (bits - 8)
+        codes, lo, hi = (128 + 224 * p) * scale, 16 * scale, 240 * scale
+    return np.clip(np.rint(codes), lo, hi).astype(np.uint8 if bits <= 8 else np.uint16)
+
+
+def neutral_chroma(shape: tuple[int, int]) -> np.ndarray:
+    """Pb = Pr = 0 for a frame of ``shape`` (H, W): gray."""
+    return np.zeros(shape, dtype=np.float32)
+
+
+class SegmentWriter:
+    """Encode frames of one segment; a context manager that renames into place on success.
+
+    Args:
+        path: the segment's final name (suffix from :func:`segment_suffix`).
+        info: the source's :class:`VideoInfo` (pts, time base, tags, SAR, rotation).
+        codec: "h264", "h265", "ffv1" or "prores".
+        bit_depth: 8 or 10; None keeps the source's (capped to 10).
+        quality: CRF for h264/h265 (default 18/20), ProRes profile 0-5 (default 3, HQ).
+        preset: x264/x265 preset.
+        threads: encoder threads; fixed so that output does not depend on the machine.
+    """
+
+    def __init__(self, path: str | Path, info: VideoInfo, codec: str = "h264", *,
+                 bit_depth: int | None = None, quality: int | None = None,
+                 preset: str = "medium", threads: int = 2):
+        self.path = Path(path)
+        self.info = info
+        self.codec = codec.lower()
+        if self.codec not in _ENCODERS:
+            raise ValueError(f"unknown codec {codec!r}; choose from {sorted(_ENCODERS)}")
+        self.codec = "h265" if self.codec == "hevc" else self.codec
+        self.bit_depth = _output_depth(self.codec, info, bit_depth)
+        self.pix_fmt = output_pix_fmt(self.codec, info, self.bit_depth)
+        self.subsampling = chroma_layout(self.codec, info)
+        self.full_range = info.full_range
+        self.frames_written = 0
+        self._last_index = -1
+        self._tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.partial{self.path.suffix}")
+        self._container = av.open(str(self._tmp), "w", format=_container_format(self.path),
+                                  options={"fflags": "+bitexact"})
+        try:
+            self._stream = self._add_stream(quality, preset, threads)
+        except Exception:
+            self.abort()
+            raise
+
+    def _add_stream(self, quality: int | None, preset: str, threads: int):
+        info = self.info
+        stream = self._container.add_stream(_ENCODERS[self.codec], rate=info.frame_rate)
+        cc = stream.codec_context
+        stream.width, stream.height, stream.pix_fmt = info.width, info.height, self.pix_fmt
+        stream.time_base = info.time_base
+        cc.time_base = info.time_base
+        cc.thread_count = threads
+        cc.sample_aspect_ratio = info.sar
+        cc.color_primaries, cc.color_trc = info.color_primaries, info.color_trc
+        cc.colorspace = info.matrix
+        cc.color_range = RANGE_FULL if self.full_range else RANGE_LIMITED
+        cc.options = _encoder_options(self.codec, quality, preset, threads)
+        if self.codec in ("h264", "h265"):
+            cc.max_b_frames = 0
+        if self.codec == "h265" and self.path.suffix.lower() in (".mp4", ".mov", ".m4v"):
+            cc.codec_tag = "hvc1"  # the tag Apple players require for HEVC
+        if info.rotation:
+            stream.set_display_rotation(info.rotation)
+        return stream
+
+    def write(self, index: int, y_plane: np.ndarray, pb: np.ndarray, pr: np.ndarray) -> None:
+        """Encode frame ``index``: Y' code values (H, W) and float Pb, Pr (H, W) in [-0.5, 0.5]."""
+        if index <= self._last_index:
+            raise ValueError(f"frame {index} written after frame {self._last_index}; indices must increase")
+        shape = (self.info.height, self.info.width)
+        for name, plane in (("y_plane", y_plane), ("pb", pb), ("pr", pr)):
+            if plane.shape != shape:
+                raise ValueError(f"{name} has shape {plane.shape}, expected {shape}")
+        frame = self._frame(y_plane, pb, pr)
+        frame.pts = self.info.pts[index]
+        frame.time_base = self.info.time_base
+        self._container.mux(self._stream.encode(frame))
+        self._last_index = index
+        self.frames_written += 1
+
+    def _frame(self, y: np.ndarray, pb: np.ndarray, pr: np.ndarray) -> av.VideoFrame:
+        bits, (sx, sy) = self.bit_depth, self.subsampling
+        frame = av.VideoFrame(self.info.width, self.info.height, self.pix_fmt)
+        frame.color_range = RANGE_FULL if self.full_range else RANGE_LIMITED
+        frame.colorspace = self.info.matrix
+        planes = (_rescale_luma(y, self.info.bit_depth, bits),
+                  quantise_chroma(area_average(pb, sx, sy), bits, self.full_range),
+                  quantise_chroma(area_average(pr, sx, sy), bits, self.full_range))
+        for plane, data in zip(frame.planes, planes):
+            _fill_plane(plane, data)
+        return frame
+
+    def close(self) -> None:
+        """Flush the encoder, finish the file and rename it to ``path``."""
+        if self._container is None:
+            return
+        self._container.mux(self._stream.encode(None))
+        self._container.close()
+        self._container = None
+        os.replace(self._tmp, self.path)
+        logger.debug("wrote %s (%d frames)", self.path, self.frames_written)
+
+    def abort(self) -> None:
+        """Drop the unfinished file."""
+        if self._container is not None:
+            try:
+                self._container.close()
+            except (av.error.FFmpegError, OSError):
+                pass
+            self._container = None
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> SegmentWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def segment_suffix(codec: str) -> str:
+    """The file suffix for a segment of ``codec``: a container that keeps the time base exactly."""
+    return ".mov" if codec.lower() == "prores" else ".mp4"
+
+
+def _container_format(path: Path) -> str:
+    fmt = _FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise OutputError(f"unsupported container {path.suffix!r}", path=path,
+                          hint=f"use one of {', '.join(sorted(_FORMATS))}")
+    return fmt
+
+
+def _encoder_options(codec: str, quality: int | None, preset: str, threads: int) -> dict[str, str]:
+    if codec == "h264":
+        return {"crf": str(18 if quality is None else quality), "preset": preset}
+    if codec == "h265":
+        params = f"bframes=0:open-gop=0:frame-threads=1:pools={threads}:info=0:log-level=error"
+        return {"crf": str(20 if quality is None else quality), "preset": preset, "x265-params": params}
+    if codec == "ffv1":
+        return {"level": "3", "g": "1", "slices": "4", "slicecrc": "1", "coder": "1", "context": "1"}
+    return {"profile": str(3 if quality is None else quality), "vendor": "apl0"}
+
+
+def _rescale_luma(y: np.ndarray, src_bits: int, dst_bits: int) -> np.ndarray:
+    dtype = np.uint8 if dst_bits <= 8 else np.uint16
+    src_bits = max(src_bits, 8)
+    if src_bits == dst_bits:
+        return y.astype(dtype, copy=False)
+    if dst_bits > src_bits:
+        return (y.astype(np.uint32) << (dst_bits - src_bits)).astype(dtype)
+    shift = src_bits - dst_bits
+    top = (1 << dst_bits) - 1
+    return np.minimum((y.astype(np.uint32) + (1 << (shift - 1))) >> shift, top).astype(dtype)
+
+
+def _fill_plane(plane, data: np.ndarray) -> None:
+    buf = np.frombuffer(plane, dtype=data.dtype)
+    stride = plane.line_size // data.itemsize
+    h, w = data.shape
+    buf[: stride * h].reshape(h, stride)[:, :w] = data
+
+
+# --------------------------------------------------------------------------- assembling
+
+
+def assemble(segments: Iterable[str | Path], source: str | Path, info: VideoInfo, output: str | Path,
+             *, overwrite: bool = False) -> None:
+    """Remux the segments' video and the source's audio/subtitles into ``output``.
+
+    Raises:
+        OutputError: ``output`` exists (without ``overwrite``), its container cannot hold
+            a stream, or the segments do not fit together.
+    """
+    segments, output = [Path(s) for s in segments], Path(output)
+    if not segments:
+        raise ValueError("assemble needs at least one segment")
+    if output.exists() and not overwrite:
+        raise OutputError("already exists", path=output, hint="pass --overwrite or choose another name")
+    _check_segments(segments)
+    tmp = output.with_name(f".{output.stem}.{os.getpid()}.partial{output.suffix}")
+    try:
+        _remux(segments, Path(source), tmp, output)
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _segment_signature(path: Path) -> tuple:
+    with av.open(str(path)) as c:
+        cc = c.streams.video[0].codec_context
+        return (cc.name, cc.width, cc.height, cc.format.name if cc.format else None, bytes(cc.extradata or b""))
+
+
+def _check_segments(segments: list[Path]) -> None:
+    first = _segment_signature(segments[0])
+    for seg in segments[1:]:
+        sig = _segment_signature(seg)
+        if sig[:4] != first[:4]:
+            raise OutputError(f"segment is {sig[:4]}, the first segment {first[:4]}", path=seg,
+                              hint="re-encode all segments with the same codec and settings")
+        if sig[4] != first[4]:
+            raise OutputError("segment's codec configuration (extradata) differs from the first "
+                              "segment's; they cannot share one stream", path=seg,
+                              hint="delete the job's segments and encode them again with one setting")
+
+
+def _remux(segments: list[Path], source: Path, tmp: Path, output: Path) -> None:
+    fmt = _container_format(output)
+    out = av.open(str(tmp), "w", format=fmt, options={"fflags": "+bitexact"})
+    try:
+        with av.open(str(segments[0])) as first, av.open(str(source)) as src:
+            video_out = out.add_stream_from_template(first.streams.video[0])
+            others = [s for s in src.streams if s.type in ("audio", "subtitle")]
+            mapping = {s.index: out.add_stream_from_template(s) for s in others}
+            _start(out, output)
+            video = _tagged(_segment_packets(segments), video_out)
+            rest = _tagged(_source_packets(src, others, fmt), None, mapping)
+            for _, _, packet, stream in heapq.merge(video, rest, key=lambda t: (t[0], t[1])):
+                packet.stream = stream
+                out.mux(packet)
+    finally:
+        out.close()
+
+
+def _start(out, output: Path) -> None:
+    try:
+        out.start_encoding()
+    except (av.error.FFmpegError, ValueError) as err:
+        codecs = ", ".join(s.codec_context.name if s.codec_context else str(s.name) for s in out.streams)
+        raise OutputError(f"a {output.suffix} file cannot hold these streams ({codecs}: {_reason(err)})",
+                          path=output, hint="choose an .mkv output, which holds every codec") from None
+
+
+def _segment_packets(segments: list[Path]) -> Iterator[av.Packet]:
+    for seg in segments:
+        with av.open(str(seg)) as c:
+            for packet in c.demux(c.streams.video[0]):
+                if packet.size:
+                    yield packet
+
+
+def _source_packets(src, streams, fmt: str) -> Iterator[av.Packet]:
+    if not streams:
+        return
+    for packet in src.demux(streams):
+        if packet.size and not _regenerated_by_muxer(packet, fmt):
+            yield packet
+
+
+def _regenerated_by_muxer(packet: av.Packet, fmt: str) -> bool:
+    """mov_text "end of cue" samples: the mp4/mov muxer writes its own, copies would double them."""
+    return (fmt in ("mp4", "mov") and packet.stream.type == "subtitle"
+            and packet.stream.codec_context is not None and packet.stream.codec_context.name == "mov_text"
+            and packet.size == 2 and bytes(packet) == b"\x00\x00")
+
+
+def _tagged(packets: Iterator[av.Packet], stream, mapping: dict | None = None):
+    """(time, order, packet, out_stream) tuples for heapq.merge, ordered by dts."""
+    for order, packet in enumerate(packets):
+        ts = packet.dts if packet.dts is not None else packet.pts
+        when = ts * packet.time_base if ts is not None else Fraction(0)
+        yield when, order, packet, stream if mapping is None else mapping[packet.stream.index]

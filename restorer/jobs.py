@@ -1,0 +1,178 @@
+"""Job folders, atomic writes, resume and locking.
+
+A job is the work of one output. Its folder sits beside the output, hidden
+(``.NAME.restorer-job/``), and holds:
+
+- ``manifest.json`` — the fingerprint of the input and of every setting that changes
+  the result. A rerun with the same fingerprint resumes; a different one starts over.
+- ``lock`` — held with ``flock`` while a run is alive. The kernel releases it when the
+  process dies (SIGKILL included), so a lock left by a killed run is simply taken over.
+- units of work (segments of a film, photos of a folder), each written under a
+  temporary name and renamed when complete, then recorded in a small JSON sidecar
+  written the same way. A unit whose sidecar exists is finished.
+
+The output itself is written to a temporary name in its destination folder and
+renamed when complete: nothing ever appears under the final name half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+from restorer.errors import InputError, JobLockedError, OutputError
+
+log = logging.getLogger(__name__)
+
+MANIFEST_VERSION = 1
+
+
+def partial_name(final: Path) -> Path:
+    """The temporary sibling of ``final``; keeps the suffix so writers infer the format."""
+    return final.with_name(f".{final.stem}.partial-{os.getpid()}{final.suffix}")
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; rename it into place only on success."""
+    tmp = partial_name(final)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+
+
+def input_fingerprint(path: Path) -> dict[str, Any]:
+    """Size, mtime and a hash of the first and last MiB: cheap, and catches a replaced file."""
+    st = path.stat()
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(f.read(1 << 20))
+        if st.st_size > 2 << 20:
+            f.seek(-(1 << 20), os.SEEK_END)
+            h.update(f.read())
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256_ends": h.hexdigest()}
+
+
+def settings_fingerprint(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def check_output(output: Path, inputs: list[Path], *, overwrite: bool, is_dir: bool = False) -> None:
+    """Refuse outputs that would destroy the user's files or cannot be written.
+
+    Raises:
+        OutputError: the output is an input, exists without ``overwrite``, or its
+            folder cannot be written.
+    """
+    resolved = output.resolve()
+    for src in inputs:
+        src_r = src.resolve()
+        if resolved == src_r or (src.is_dir() and resolved.is_relative_to(src_r) and not is_dir):
+            raise OutputError("the output would overwrite an input", path=output,
+                              hint="choose an output path outside the inputs")
+        if is_dir and src.is_dir() and (resolved == src_r or resolved.is_relative_to(src_r)):
+            raise OutputError("the output folder is inside the input folder", path=output,
+                              hint="choose an output folder outside the inputs")
+    if output.exists() and not is_dir and not overwrite:
+        raise OutputError("output exists", path=output, hint="pass --overwrite to replace it")
+    folder = output if is_dir else output.parent
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError("output folder is not writable", path=existing,
+                          hint="choose a folder you can write to, or fix its permissions")
+
+
+class Job:
+    """The job folder of one output; use as a context manager to hold its lock."""
+
+    def __init__(self, output: Path, fingerprint: dict[str, Any]):
+        self.output = output
+        self.folder = output.parent / f".{output.name}.restorer-job"
+        self.fingerprint = fingerprint
+        self._lock_fd: int | None = None
+        self.resumed = False
+
+    def __enter__(self) -> "Job":
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        manifest = self.folder / "manifest.json"
+        previous = self._read_manifest(manifest)
+        if previous is not None and previous.get("fingerprint") == self.fingerprint:
+            self.resumed = True
+        else:
+            if previous is not None:
+                log.warning("%s: settings or input changed since the interrupted run; starting over",
+                            self.output)
+            self._clear()
+            write_json_atomic(manifest, {"version": MANIFEST_VERSION, "fingerprint": self.fingerprint})
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _lock(self) -> None:
+        fd = os.open(self.folder / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise JobLockedError("another restorer run is working on this output", path=self.output,
+                                 hint="wait for it to finish, or stop it first") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    @staticmethod
+    def _read_manifest(path: Path) -> dict[str, Any] | None:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def _clear(self) -> None:
+        for child in self.folder.iterdir():
+            if child.name == "lock":
+                continue
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+    def path(self, name: str) -> Path:
+        p = self.folder / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def unit_done(self, name: str) -> dict[str, Any] | None:
+        """The record of a finished unit of work, or None if it must be (re)done."""
+        return self._read_manifest(self.folder / f"{name}.done.json")
+
+    def finish_unit(self, name: str, record: dict[str, Any]) -> None:
+        write_json_atomic(self.path(f"{name}.done.json"), record)
+
+    def remove(self) -> None:
+        """Delete the job folder after the output is complete."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def require_file(path: Path, what: str = "input") -> None:
+    if not path.exists():
+        raise InputError(f"{what} not found", path=path, hint="check the path")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{what} is not readable", path=path, hint="fix its permissions")

