@@ -50,8 +50,12 @@ class RestorerGroup(click.Group):
 
 @click.group(cls=RestorerGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="restorer")
-def main() -> None:
+@click.option("--quiet", "-q", "quiet_all", is_flag=True, help="Warnings and errors only.")
+def main(quiet_all: bool) -> None:
     """Colorize black-and-white films and photo archives."""
+    from restorer.console import setup_logging
+
+    setup_logging(quiet=quiet_all or "--quiet" in sys.argv or "-q" in sys.argv, debug=DEBUG)
 
 
 @main.command()

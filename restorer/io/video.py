@@ -168,6 +168,14 @@ class VideoInfo:
         return _MATRIX_COEFFS[self.matrix]
 
     @property
+    def matrix_name(self) -> str:
+        """The matrix as :mod:`restorer.io.color` names it (the nearest of bt601/bt709/bt2020)."""
+        from restorer.io.color import YCBCR_COEFFS
+
+        kr, kb = self.kr_kb
+        return min(YCBCR_COEFFS, key=lambda n: abs(YCBCR_COEFFS[n][0] - kr) + abs(YCBCR_COEFFS[n][1] - kb))
+
+    @property
     def full_range(self) -> bool:
         """Full (0..2^b-1) or limited (16..235 scaled) code values for Y'."""
         if self.color_range in (RANGE_LIMITED, RANGE_FULL):
@@ -679,6 +687,15 @@ def _encoder_options(codec: str, quality: int | None, preset: str, threads: int)
     if codec == "ffv1":
         return {"level": "3", "g": "1", "slices": "4", "slicecrc": "1", "coder": "1", "context": "1"}
     return {"profile": str(3 if quality is None else quality), "vendor": "apl0"}
+
+
+def luma_to_unit(y: np.ndarray, info: VideoInfo) -> np.ndarray:
+    """Y' code values -> float32 in [0, 1], honouring the stream's range and bit depth."""
+    bits = max(info.bit_depth, 8)
+    if info.full_range:
+        return (y.astype(np.float32) / float((1 << bits) - 1))
+    scale = float(1 << (bits - 8))
+    return np.clip((y.astype(np.float32) - 16.0 * scale) / (219.0 * scale), 0.0, 1.0)
 
 
 def _rescale_luma(y: np.ndarray, src_bits: int, dst_bits: int) -> np.ndarray:

@@ -49,7 +49,7 @@ def colorize_run(inputs: list[Path], output: Path, opts: ColorizeOptions) -> dic
             if kind == "video":
                 from restorer.pipelines.tracking import tracker_factory
 
-                pipe = VideoColorizationPipeline(engine, opts, tracker_factory(opts))
+                pipe = VideoColorizationPipeline(engine, opts, tracker_factory(opts, device))
                 r = pipe(inputs[0], output, bar)
                 report = {"frames": r.frames, "frames_processed": r.frames_processed,
                           "frames_reused": r.frames_reused, "shots": r.shots,

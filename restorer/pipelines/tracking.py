@@ -1,7 +1,8 @@
-"""Instance masks for every frame of a shot, behind one interface for the pipelines.
+"""Instance masks for every frame of a shot: the pipelines' side of :mod:`restorer.models.tracking`.
 
-Until a segmenting tracker is chosen, an instance's region holds still: each frame
-uses the region of the nearest prompt at or before it (the first prompt before that).
+The tracker is opened once per run; each shot with instances is tracked into a
+compressed mask store inside the job folder, so a resumed job does not re-track
+finished shots and ``--save-masks`` can export what was used.
 """
 
 from __future__ import annotations
@@ -10,34 +11,43 @@ from pathlib import Path
 
 import numpy as np
 
-from restorer.pipelines.frames import prompt_mask
 from restorer.pipelines.options import ColorizeOptions
 
 
-class StaticMasks:
-    def __init__(self, shot, size: tuple[int, int]):
-        self.size = size
-        self.instances = [sorted(i.prompts, key=lambda p: p.frame) for i in shot.instances]
-        self._cache: dict[tuple[int, int], np.ndarray] = {}
+class NoInstances:
+    """A shot without instances: every frame has zero masks, nothing is decoded."""
 
-    def _region(self, k: int, index: int) -> np.ndarray:
-        prompts = self.instances[k]
-        chosen = prompts[0]
-        for p in prompts:
-            if p.frame <= index:
-                chosen = p
-        key = (k, id(chosen))
-        if key not in self._cache:
-            self._cache[key] = prompt_mask(chosen, self.size)
-        return self._cache[key]
+    def __init__(self, size: tuple[int, int]):
+        self.size = size
 
     def get(self, index: int) -> np.ndarray:
-        if not self.instances:
-            return np.zeros((0, *self.size), dtype=bool)
-        return np.stack([self._region(k, index) for k in range(len(self.instances))])
+        return np.zeros((0, *self.size), dtype=bool)
 
 
-def tracker_factory(opts: ColorizeOptions):
+def tracker_factory(opts: ColorizeOptions, device: str = "cpu"):
+    """A callable (film, info, shot, job) -> object with ``get(index) -> (N, H, W) bool``."""
+    from restorer.models.tracking import ShotPrompts, open_tracker, track_shot
+
+    tracker = open_tracker(opts.tracker, opts.sam2, device=device)
+
     def make(film: Path, info, shot, job):
-        return StaticMasks(shot, (info.height, info.width))
+        size = (info.height, info.width)
+        if not shot.instances:
+            return NoInstances(size)
+        prompts = ShotPrompts.from_resolved(shot, size)
+        store = track_shot(tracker, prompts, _frame_source(film, info), job.path(f"masks/{shot.start:08d}"))
+        if opts.save_masks is not None:
+            store.export_png(Path(opts.save_masks) / f"shot{shot.index + 1:04d}")
+        return store
+
     return make
+
+
+def _frame_source(film: Path, info):
+    from restorer.io.video import LumaReader, luma_to_unit
+
+    def read(start: int, end: int):
+        for f in LumaReader(film, info, start=start, end=end):
+            yield f.index, luma_to_unit(f.luma, info)
+
+    return read

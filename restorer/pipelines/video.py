@@ -162,13 +162,13 @@ class VideoColorizationPipeline:
         return files
 
     def _encode_segment(self, film, info, job, seg: Segment, tracks: dict) -> dict:
-        from restorer.io.video import LumaReader, SegmentWriter
+        from restorer.io.video import LumaReader, SegmentWriter, segment_suffix
 
         masks = tracks.get(seg.shot.index)
         if masks is None:
             masks = tracks.setdefault(seg.shot.index, self.tracker_factory(film, info, seg.shot, job))
         reader = LumaReader(film, info, start=seg.start, end=seg.end)
-        final = job.path(f"{seg.name}{_segment_suffix(self.opts.codec)}")
+        final = job.path(f"{seg.name}{segment_suffix(self.opts.codec)}")
         frames = 0
         with SegmentWriter(final, info, codec=self.opts.codec, bit_depth=self.opts.bit_depth) as writer:
             for decoded, y, pb, pr in self._colorize(film, info, seg, reader, masks):
@@ -185,7 +185,7 @@ class VideoColorizationPipeline:
         from restorer.io.color import recombine_pbpr
         from restorer.io.video import luma_to_unit
 
-        matrix = info.matrix
+        matrix = info.matrix_name
         pending: list = []
 
         def frames() -> Iterator[FrameInput]:
@@ -206,10 +206,6 @@ class VideoColorizationPipeline:
 
         with atomic_path(output) as tmp:
             assemble(segments, film, info, tmp)
-
-
-def _segment_suffix(codec: str) -> str:
-    return ".mov" if codec == "prores" else ".mkv"
 
 
 def _sidecar(film: Path) -> Path | None:
