@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -94,9 +95,26 @@ def check_output(output: Path, inputs: list[Path], *, overwrite: bool, is_dir: b
     existing = folder
     while not existing.exists():
         existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError("output folder is not writable", path=existing,
+    if not _can_create_in(existing):
+        raise OutputError(f"output folder {existing} is not writable", path=output,
                           hint="choose a folder you can write to, or fix its permissions")
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file can be created in ``folder``, found by creating (and removing) one.
+
+    ``os.access`` alone is not enough: it says yes to root for any mode bits, and knows
+    nothing of read-only mounts or pseudo file systems such as /proc and /sys.
+    """
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        fd, name = tempfile.mkstemp(prefix=".restorer-probe-", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(name)
+    return True
 
 
 class Job:

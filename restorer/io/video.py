@@ -79,6 +79,7 @@ Errors a user can cause raise :class:`restorer.errors.InputError` /
 from __future__ import annotations
 
 import bisect
+import functools
 import heapq
 import logging
 import os
@@ -600,6 +601,8 @@ class SegmentWriter:
         cc.colorspace = info.matrix
         cc.color_range = RANGE_FULL if self.full_range else RANGE_LIMITED
         cc.options = _encoder_options(self.codec, quality, preset, threads)
+        if self.codec == "ffv1" and not _ffv1_slices_fit(info.width, info.height, self.pix_fmt, info.time_base):
+            cc.options = {k: v for k, v in cc.options.items() if k != "slices"}  # the encoder's own count
         if self.codec in ("h264", "h265"):
             cc.max_b_frames = 0
         if self.codec == "h265" and self.path.suffix.lower() in (".mp4", ".mov", ".m4v"):
@@ -676,6 +679,20 @@ def _container_format(path: Path) -> str:
         raise OutputError(f"unsupported container {path.suffix!r}", path=path,
                           hint=f"use one of {', '.join(sorted(_FORMATS))}")
     return fmt
+
+
+@functools.lru_cache(maxsize=32)
+def _ffv1_slices_fit(width: int, height: int, pix_fmt: str, time_base: Fraction) -> bool:
+    """Whether FFV1 accepts our 4 slices at this size: it refuses some odd sizes (67x49 4:2:0,
+    "Unsupported number 4 of slices", ENOSYS), found by opening a throwaway encoder."""
+    cc = av.CodecContext.create("ffv1", "w")
+    cc.width, cc.height, cc.pix_fmt, cc.time_base = width, height, pix_fmt, time_base
+    cc.options = _encoder_options("ffv1", None, "", 1)
+    try:
+        cc.open()
+    except av.error.FFmpegError:
+        return False
+    return True
 
 
 def _encoder_options(codec: str, quality: int | None, preset: str, threads: int) -> dict[str, str]:
@@ -763,7 +780,13 @@ def _check_segments(segments: list[Path]) -> None:
 
 def _remux(segments: list[Path], source: Path, tmp: Path, output: Path) -> None:
     fmt = _container_format(output)
-    out = av.open(str(tmp), "w", format=fmt, options={"fflags": "+bitexact"})
+    options = {"fflags": "+bitexact"}
+    if fmt == "matroska":
+        # By default the Matroska muxer shifts *every* stream so the earliest packet is at 0: an
+        # AAC track's priming packet (pts -1024/48000) moved the video 21 ms late. Matroska blocks
+        # hold negative offsets, so keep the source's timestamps as they are.
+        options["avoid_negative_ts"] = "disabled"
+    out = av.open(str(tmp), "w", format=fmt, options=options)
     try:
         with av.open(str(segments[0])) as first, av.open(str(source)) as src:
             video_out = out.add_stream_from_template(first.streams.video[0])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from restorer.io.color import upsample_chroma
+from restorer.models.engine import InstanceText, ShotContext
 
 
 def box_mask(box, size: tuple[int, int]) -> np.ndarray:
@@ -35,3 +36,23 @@ def full_chroma(ab: np.ndarray, luma: np.ndarray) -> np.ndarray:
     if ab.shape[:2] == luma.shape:
         return ab
     return upsample_chroma(ab, luma)
+
+
+def check_texts(engine, shots_file) -> None:
+    """Let the engine check every instance text of a shots file, errors pointing at its line.
+
+    The engine names ``ShotContext.source`` in its messages, so giving it "shots.yaml:LINE"
+    makes an unknown colour word point at the line to fix rather than at the film.
+    """
+    validate = getattr(engine, "validate", None)
+    if validate is None or shots_file is None:
+        return
+    source = shots_file.source
+    for i, shot in enumerate(shots_file.shots):
+        prompt = shot.prompt if shot.prompt is not None else shots_file.prompt
+        start = shot.frames[0] if shot.frames is not None else 0
+        for j, inst in enumerate(shot.instances):
+            line = shots_file.line_of("shots", i, "instances", j, "text")
+            where = f"{source}:{line}" if source is not None and line else str(source or "")
+            validate(ShotContext(seed=0, prompt=prompt, instances=(InstanceText(inst.name, inst.text),),
+                                 shot_start=start, shot_end=start, source=where))

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from restorer.console import Stopwatch
-from restorer.errors import InputError, OutputError, RestorerError
-from restorer.jobs import Job, atomic_path, check_output, input_fingerprint, require_file, settings_fingerprint
+from restorer.errors import InputError, OutputError
+from restorer.jobs import Job, check_output, input_fingerprint, require_file, settings_fingerprint
 from restorer.models.engine import FrameInput, InstanceText, ShotContext, check_chroma
-from restorer.pipelines.frames import full_chroma, prompt_mask
+from restorer.pipelines.frames import check_texts, full_chroma, prompt_mask
 from restorer.pipelines.options import ColorizeOptions, shot_seed
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,12 @@ class PhotoColorizationPipeline:
         fingerprint = {"settings": self.opts.result_settings(),
                        "inputs": settings_fingerprint({str(t.source): input_fingerprint(t.source) for t in tasks})}
         with Job(job_output if not single else output, fingerprint) as job:
-            self._check_collisions(tasks, job)
+            try:
+                self._check_collisions(tasks, job)
+            except OutputError:
+                if not job.resumed:
+                    job.remove()  # refused before any work: leave no job folder behind
+                raise
             task_id = bar.add_task("photos", total=len(tasks)) if bar is not None else None
             for i, task in enumerate(tasks):
                 key = f"photos/{i:07d}"
@@ -141,6 +146,7 @@ class PhotoColorizationPipeline:
 
         path = self.opts.shots or find_sidecar(source)
         shots_file = load_shots(path) if path else None
+        check_texts(self.engine, shots_file)
         (shot,) = resolve_shots(shots_file, frame_count=1, size=(size[1], size[0]), frame_rate=None,
                                 detected_cuts=[], segmenter_available=False)
         return shot

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from restorer.errors import InputError
 from restorer.jobs import require_file, write_json_atomic
 from restorer.pipelines.options import ColorizeOptions, resolve_device
 from restorer.pipelines.photo import PhotoColorizationPipeline, is_image
-from restorer.pipelines.video import VideoColorizationPipeline, is_video
+from restorer.pipelines.video import VideoColorizationPipeline, damage_summary, is_video
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,8 @@ def colorize_run(inputs: list[Path], output: Path, opts: ColorizeOptions) -> dic
     kind = classify(inputs)
     preset = load_preset(opts.preset or DEFAULT_PRESET)
     opts.preset = preset.name
-    device = resolve_device(opts.device)
+    # A CPU-only engine needs no device probe: `auto` would import torch (seconds) for nothing.
+    device = "cpu" if opts.device == "auto" and preset.runs_on == "cpu" else resolve_device(opts.device)
     clock = Stopwatch()
     engine = open_engine(preset, device=device, weights=opts.weights, base=opts.base, overrides=opts.overrides)
     try:
@@ -53,10 +53,10 @@ def colorize_run(inputs: list[Path], output: Path, opts: ColorizeOptions) -> dic
                 r = pipe(inputs[0], output, bar)
                 report = {"frames": r.frames, "frames_processed": r.frames_processed,
                           "frames_reused": r.frames_reused, "shots": r.shots,
-                          "damaged": [list(x) for x in r.damaged], "warnings": r.warnings}
+                          "damaged": r.damaged, "warnings": r.warnings}
                 if r.damaged:
-                    msg = f"{inputs[0]}: damaged, colorized what decodes; missing frames " + \
-                          ", ".join(f"{a}-{b}" for a, b in r.damaged)
+                    msg = f"{inputs[0]}: damaged; colorized what decodes: {damage_summary(r.damaged)} " \
+                          "(--report lists every range)"
                     log.warning(msg)
                     report["warnings"].append(msg)
             else:

@@ -16,11 +16,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from restorer.console import Stopwatch, progress
-from restorer.errors import DamagedInputError
+from restorer.console import Stopwatch
+from restorer.errors import DamagedInputError, RestorerError
 from restorer.jobs import Job, atomic_path, check_output, input_fingerprint, require_file
 from restorer.models.engine import FrameInput, InstanceText, ShotContext, check_chroma
-from restorer.pipelines.frames import full_chroma
+from restorer.pipelines.frames import check_texts, full_chroma
 from restorer.pipelines.options import ColorizeOptions, shot_seed
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class VideoResult:
     frames_processed: int = 0
     frames_reused: int = 0
     shots: int = 0
-    damaged: list[tuple[int, int]] = field(default_factory=list)
+    damaged: list[dict[str, Any]] = field(default_factory=list)  # first, last, start, end, reason
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -61,13 +61,17 @@ def plan_segments(shots: list, chunk_frames: int) -> list[Segment]:
     return out
 
 
-def load_film_shots(film: Path, info, opts: ColorizeOptions, job: Job | None = None) -> list:
-    """shots.yaml (given, or the film's sidecar) resolved against the film; gaps get detected shots."""
+def load_film_shots(film: Path, info, opts: ColorizeOptions, job: Job | None = None, engine=None) -> list:
+    """shots.yaml (given, or the film's sidecar) resolved against the film; gaps get detected shots.
+
+    With ``engine``, its check of the instance texts runs first, errors pointing at the file's line.
+    """
     from restorer.config import find_sidecar, load_shots, resolve_shots
     from restorer.pipelines.shots import detect_cuts
 
     shots_path = opts.shots or find_sidecar(film)
     shots_file = load_shots(shots_path) if shots_path else None
+    check_texts(engine, shots_file)
     cuts = None
     if shots_file is None or not _covers_all(shots_file, info):
         cuts = _cached_cuts(film, job, detect_cuts)
@@ -117,15 +121,22 @@ class VideoColorizationPipeline:
         result = VideoResult(output=output, frames=info.frame_count)
         fingerprint = {"input": input_fingerprint(film), "settings": self.opts.result_settings(),
                        "shots_yaml": _shots_text(self.opts.shots or _sidecar(film))}
+        if info.holes and self.opts.strict:  # known from the index alone: fail before any work
+            raise _strict_error(film, [_damage_record(d) for d in info.holes])
         with Job(output, fingerprint) as job:
-            shots = load_film_shots(film, info, self.opts, job)
-            self._validate(shots, film)
+            try:
+                shots = load_film_shots(film, info, self.opts, job, self.engine)
+                self._validate(shots, film)
+            except RestorerError:
+                if not job.resumed:
+                    job.remove()  # refused before any work: leave no job folder behind
+                raise
             segments = plan_segments(shots, self.opts.chunk_frames)
             result.shots = len(shots)
             done = self._run_segments(film, info, job, segments, result, bar)
             if result.damaged and self.opts.strict:
-                raise DamagedInputError(f"damaged frames {_ranges(result.damaged)}", path=film,
-                                        hint="drop --strict to colorize what decodes")
+                job.remove()  # --strict leaves nothing behind, not even the job folder
+                raise _strict_error(film, result.damaged)
             self._assemble(film, info, output, done)
             job.remove()
         result.seconds = clock.seconds
@@ -149,19 +160,20 @@ class VideoColorizationPipeline:
             if bar is not None:
                 bar.update(task, description=f"{film.name} shot {seg.shot.index + 1}")
             record = job.unit_done(seg.name)
+            tick = (lambda: bar.advance(task, 1)) if bar is not None else (lambda: None)
             if record is None:
-                record = self._encode_segment(film, info, job, seg, tracks)
+                record = self._encode_segment(film, info, job, seg, tracks, tick)
                 result.frames_processed += record["frames"]
             else:
                 result.frames_reused += record["frames"]
-            result.damaged.extend(tuple(r) for r in record["damaged"])
+            result.damaged.extend(record["damaged"])
             if record["frames"]:
                 files.append(job.folder / record["file"])
             if bar is not None:
-                bar.advance(task, seg.end - seg.start + 1)
+                bar.update(task, completed=seg.end + 1)
         return files
 
-    def _encode_segment(self, film, info, job, seg: Segment, tracks: dict) -> dict:
+    def _encode_segment(self, film, info, job, seg: Segment, tracks: dict, tick) -> dict:
         from restorer.io.video import LumaReader, SegmentWriter, segment_suffix
 
         masks = tracks.get(seg.shot.index)
@@ -174,9 +186,10 @@ class VideoColorizationPipeline:
             for decoded, y, pb, pr in self._colorize(film, info, seg, reader, masks):
                 writer.write(decoded.index, decoded.luma, pb, pr)
                 frames += 1
+                tick()
             if frames == 0:
                 writer.abort()
-        record = {"frames": frames, "damaged": [list(r) for r in reader.damaged],
+        record = {"frames": frames, "damaged": [_damage_record(d) for d in reader.damaged],
                   "file": final.relative_to(job.folder).as_posix()}
         job.finish_unit(seg.name, record)
         return record
@@ -197,8 +210,11 @@ class VideoColorizationPipeline:
         ctx = self._context(seg.shot, film, (info.height, info.width))
         for ab in self.engine.shot(ctx, frames()):
             decoded, y = pending.pop(0)
-            ab = full_chroma(check_chroma(ab, self.engine.name), y)
-            pb, pr = recombine_pbpr(y, ab, matrix)
+            ab = check_chroma(ab, self.engine.name)
+            if not ab.any():  # neutral frame: Pb = Pr = 0 exactly, as recombining would give, at no cost
+                pb = pr = np.zeros(y.shape, np.float32)
+            else:
+                pb, pr = recombine_pbpr(y, full_chroma(ab, y), matrix)
             yield decoded, y, pb, pr
 
     def _assemble(self, film: Path, info, output: Path, segments: list[Path]) -> None:
@@ -219,8 +235,22 @@ def _shots_text(path: Path | None) -> str | None:
     return path.read_text(encoding="utf-8", errors="replace")
 
 
-def _ranges(ranges) -> str:
-    return ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in ranges)
+def _damage_record(d) -> dict[str, Any]:
+    """A :class:`restorer.io.video.Damage` as JSON for the job record and the report."""
+    return {"first": d.first, "last": d.last, "start": d.start, "end": d.end, "reason": d.reason}
+
+
+def damage_summary(damaged: list[dict[str, Any]], limit: int = 5) -> str:
+    """'2 damaged range(s) at frames 1 (00:00:00.733), 5-9 (00:00:01.200)': the first ``limit``, then a count."""
+    shown = [(f"{d['first']}" if d["first"] == d["last"] else f"{d['first']}-{d['last']}") + f" ({d['start']})"
+             for d in damaged[:limit]]
+    more = f" and {len(damaged) - limit} more" if len(damaged) > limit else ""
+    return f"{len(damaged)} damaged range(s) at frames " + ", ".join(shown) + more
+
+
+def _strict_error(film: Path, damaged: list[dict[str, Any]]) -> DamagedInputError:
+    return DamagedInputError(f"damaged input: {damage_summary(damaged)}", path=film,
+                             hint="drop --strict to colorize what decodes")
 
 
 def is_video(path: Path) -> bool:

@@ -1,0 +1,146 @@
+"""`restorer colorize` on a folder of photos, end to end through the CLI (in-process).
+
+An archive folder with nested subfolders of PNG, JPEG and TIFF: outputs keep relative paths
+and stems, the luma is the input's gray, EXIF comes along, a sidecar shots file colours its
+photo, a colour input is accepted with a warning, and only colliding files need --overwrite.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from click.testing import CliRunner
+from PIL import Image
+
+from restorer.cli import main
+from restorer.io.color import hue_difference_deg, lab_chroma, lab_hue_deg, srgb_to_lab
+from restorer.models.colornames import parse_color
+
+W, H = 72, 54
+BOX = (8, 8, 40, 36)  # the sidecar's instance on a.png
+
+
+def gray_pattern(bits: int = 8) -> np.ndarray:
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    img = 0.2 + 0.6 * xx / W + 0.1 * np.sin(yy / 3)
+    top = (1 << bits) - 1
+    return np.rint(np.clip(img, 0, 1) * top).astype(np.uint8 if bits == 8 else np.uint16)
+
+
+def exif_block() -> bytes:
+    exif = Image.Exif()
+    exif[271] = "Kodak"  # Make
+    exif[315] = "A. Archivist"  # Artist
+    exif[306] = "1952:06:01 12:00:00"  # DateTime
+    return exif.tobytes()
+
+
+def run(*args: str | Path):
+    return CliRunner().invoke(main, ["colorize", *map(str, args), "--quiet"])
+
+
+@pytest.fixture
+def archive(tmp_path) -> Path:
+    root = tmp_path / "archive"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / "colour").mkdir()
+    Image.fromarray(gray_pattern(), "L").save(root / "a.png")
+    (root / "a.shots.yaml").write_text(
+        "version: 1\nshots:\n  - instances:\n      - name: car\n        text: a red car\n        prompts:\n"
+        f"          - frame: 0\n            box: [{BOX[0]}, {BOX[1]}, {BOX[2]}, {BOX[3]}]\n", encoding="utf-8")
+    Image.fromarray(gray_pattern(), "L").save(root / "sub" / "b.jpg", quality=95, exif=exif_block())
+    tifffile.imwrite(root / "sub" / "deeper" / "c.tif", gray_pattern(16), photometric="minisblack")
+    rgb = np.stack([gray_pattern(), np.full((H, W), 90, np.uint8), gray_pattern()[::-1]], axis=-1)
+    Image.fromarray(rgb, "RGB").save(root / "colour" / "d.png")
+    return root
+
+
+def luma_601(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.float64)
+    return 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+
+
+def test_folder_keeps_tree_luma_exif_sidecar_and_warns_on_colour(tmp_path, archive):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")  # an existing output folder is fine
+    report = tmp_path / "r.json"
+    result = run(archive, "-o", out, "--report", report)
+    assert result.exit_code == 0, result.output
+
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == ["a.png", "colour/d.png", "keep.txt", "sub/b.jpg", "sub/deeper/c.tif"]
+    assert (out / "keep.txt").read_text() == "mine"
+    r = json.loads(report.read_text())
+    assert r["frames"] == r["frames_processed"] == 4 and r["frames_reused"] == 0
+    assert sorted(Path(p).relative_to(out).as_posix() for p in r["outputs"]) == [
+        "a.png", "colour/d.png", "sub/b.jpg", "sub/deeper/c.tif"]
+    assert [w for w in r["warnings"] if "d.png" in w and "colour" in w], r["warnings"]
+    assert not any("a.png" in w or "b.jpg" in w for w in r["warnings"])
+
+    # Luma is the input's gray (BT.601 Y', as Pillow and JPEG use), within a code.
+    a = np.asarray(Image.open(out / "a.png").convert("RGB"))
+    assert np.abs(luma_601(a) - gray_pattern()).max() <= 1.0
+    c = _read16(out / "sub" / "deeper" / "c.tif")
+    assert c.dtype == np.uint16 and np.abs(luma_601(c) - gray_pattern(16)).max() <= 1.0
+    d = np.asarray(Image.open(out / "colour" / "d.png").convert("RGB"))
+    d_in = np.asarray(Image.open(archive / "colour" / "d.png"))
+    assert np.abs(luma_601(d) - luma_601(d_in)).max() <= 1.0
+
+    # The sidecar's red car is red; the rest of a.png is neutral.
+    lab = srgb_to_lab(a.astype(np.float32) / 255)
+    x0, y0, x1, y1 = BOX
+    mean_ab = lab[y0 + 3:y1 - 3, x0 + 3:x1 - 3, 1:].reshape(-1, 2).mean(axis=0)
+    assert lab_chroma(mean_ab) > 10
+    assert hue_difference_deg(lab_hue_deg(mean_ab), lab_hue_deg(np.asarray(parse_color("red").lab[1:]))) < 10
+    outside = np.ones((H, W), bool)
+    outside[max(0, y0 - 6):y1 + 6, max(0, x0 - 6):x1 + 6] = False
+    assert float(lab_chroma(lab[outside][..., 1:]).mean()) < 2.0
+    # Photos without notes stay neutral.
+    b = srgb_to_lab(np.asarray(Image.open(out / "sub" / "b.jpg").convert("RGB")).astype(np.float32) / 255)
+    assert float(lab_chroma(b[..., 1:]).mean()) < 2.0
+
+    # EXIF carried.
+    exif = Image.open(out / "sub" / "b.jpg").getexif()
+    assert (exif.get(271), exif.get(315), exif.get(306)) == ("Kodak", "A. Archivist", "1952:06:01 12:00:00")
+    assert not [p for p in tmp_path.rglob(".*")], "no job folder or partial file left behind"
+
+
+def _read16(path: Path) -> np.ndarray:
+    return tifffile.imread(path)
+
+
+def test_only_colliding_files_need_overwrite(tmp_path, archive):
+    out = tmp_path / "out"
+    assert run(archive, "-o", out).exit_code == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    again = run(archive, "-o", out)
+    assert again.exit_code == 2
+    errors = [ln for ln in again.stderr.splitlines() if ln.startswith("restorer: error:")]
+    assert len(errors) == 1 and "Traceback" not in again.output
+    assert "output exists" in errors[0] and "--overwrite" in errors[0] and str(out) in errors[0]
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert not list(tmp_path.glob(".*")), "a refused run leaves no job folder"
+
+    # A new photo and a deleted output change nothing: the outputs still there still collide.
+    (archive / "sub" / "new.png").write_bytes((archive / "a.png").read_bytes())
+    (out / "sub" / "b.jpg").unlink()
+    assert run(archive, "-o", out).exit_code == 2
+    ok = run(archive, "-o", out, "--overwrite")
+    assert ok.exit_code == 0, ok.output
+    assert (out / "sub" / "new.png").exists() and (out / "sub" / "b.jpg").exists()
+
+
+def test_single_photo_with_sidecar_to_a_file(tmp_path, archive):
+    out = tmp_path / "a_colour.png"
+    result = run(archive / "a.png", "-o", out)
+    assert result.exit_code == 0, result.output
+    a = np.asarray(Image.open(out).convert("RGB"))
+    x0, y0, x1, y1 = BOX
+    mean_ab = srgb_to_lab(a.astype(np.float32) / 255)[y0 + 3:y1 - 3, x0 + 3:x1 - 3, 1:].reshape(-1, 2).mean(0)
+    assert hue_difference_deg(lab_hue_deg(mean_ab), lab_hue_deg(np.asarray(parse_color("red").lab[1:]))) < 10

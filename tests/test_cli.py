@@ -1,0 +1,225 @@
+"""The `restorer` command as users meet it: bad input, damaged films, output safety, shots files.
+
+Every refusal is checked for its exit code (2: bad usage or input) and for one message line that
+names the file, says what is wrong and what to do, with no traceback. Most cases run the real
+console script in a subprocess (with a timeout, so a hang fails); the shots.yaml matrix runs
+in-process through click's runner to stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from media import make_clip, read_video_frames
+
+from restorer.cli import main
+
+DATA = Path(__file__).resolve().parent / "data"
+FAST = ("--tracker", "static", "--quiet")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", frames=16, size=(64, 48))
+
+
+def make_audio_only(path: Path) -> Path:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=48000)
+        stream.layout, stream.format = "mono", "fltp"
+        for k in range(10):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = 48000, 1024 * k, Fraction(1, 48000)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def refused(proc, one_error, *words: str) -> str:
+    """Exit 2, one error line holding every word (case-insensitive)."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    line = one_error(proc)
+    for word in words:
+        assert word.lower() in line.lower(), (word, line)
+    return line
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_missing_input(tmp_path, restorer, one_error):
+    proc = restorer("colorize", tmp_path / "nope.mp4", "-o", tmp_path / "o.mkv", *FAST)
+    refused(proc, one_error, "nope.mp4", "not found", "check the path")
+    assert not (tmp_path / "o.mkv").exists()
+
+
+def test_text_file_named_mp4(tmp_path, restorer, one_error):
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("these are my notes, not a film\n")
+    proc = restorer("colorize", fake, "-o", tmp_path / "o.mkv", *FAST)
+    refused(proc, one_error, "notes.mp4", "cannot be read as a video", "re-export")
+    assert fake.read_text() == "these are my notes, not a film\n"
+
+
+def test_truncated_mp4(tmp_path, restorer, one_error, clip):
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(clip.read_bytes()[: clip.stat().st_size * 2 // 3])  # moov at the end: gone
+    proc = restorer("colorize", cut, "-o", tmp_path / "o.mkv", *FAST)
+    refused(proc, one_error, "cut.mp4", "truncated", "re-copy")
+    assert not (tmp_path / "o.mkv").exists()
+
+
+def test_audio_only_file(tmp_path, restorer, one_error):
+    song = make_audio_only(tmp_path / "song.mp4")
+    proc = restorer("colorize", song, "-o", tmp_path / "o.mkv", *FAST)
+    refused(proc, one_error, "song.mp4", "no video stream", "give a film")
+
+
+def test_damaged_avi_is_colorized_as_far_as_it_decodes(tmp_path, restorer):
+    out, report = tmp_path / "tree.mkv", tmp_path / "r.json"
+    proc = restorer("colorize", DATA / "tree.avi", "-o", out, "--report", report, *FAST, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(report.read_text())
+    frames = read_video_frames(out)
+    assert len(frames) == r["frames"] == r["frames_processed"] > 60  # what decodes (68 of the index's 444)
+    assert r["damaged"], "the reader names tree.avi's holes; the report must carry them"
+    first = r["damaged"][0]
+    assert {"first", "last", "start", "end", "reason"} <= set(first)
+    assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d\d\d", first["start"]) and "missing" in first["reason"]
+    assert any("tree.avi" in w and "damaged" in w for w in r["warnings"])
+    assert "WARNING" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_damaged_avi_with_strict_fails_and_leaves_nothing(tmp_path, restorer, one_error):
+    out = tmp_path / "tree.mkv"
+    proc = restorer("colorize", DATA / "tree.avi", "-o", out, "--strict", *FAST, timeout=120)
+    refused(proc, one_error, "tree.avi", "damaged", "00:00:", "drop --strict")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no output, no job folder, no partial file
+
+
+@pytest.mark.slow
+def test_megamind_packed_bframes_decode_whole_without_hanging(tmp_path, restorer):
+    """Megamind_bugy.avi's packets are out of order; the reader reports no damage, so
+    --strict must not refuse it and every frame comes out."""
+    out, report = tmp_path / "m.mkv", tmp_path / "r.json"
+    proc = restorer("colorize", DATA / "Megamind_bugy.avi", "-o", out, "--codec", "ffv1", "--strict",
+                    "--report", report, *FAST, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(report.read_text())
+    assert r["frames"] == r["frames_processed"] == 270 and r["damaged"] == []
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.demux(c.streams.video[0]) if _.size) == 270
+
+
+# --------------------------------------------------------------------------- output safety
+
+
+def test_output_equal_to_input_is_refused(tmp_path, restorer, one_error, clip):
+    src = tmp_path / "film.mp4"
+    src.write_bytes(clip.read_bytes())
+    before = src.read_bytes()
+    proc = restorer("colorize", src, "-o", src, "--overwrite", *FAST)
+    refused(proc, one_error, "film.mp4", "overwrite an input", "choose an output")
+    assert src.read_bytes() == before
+    alias = tmp_path / "sub" / ".." / "film.mp4"  # the same file by another spelling
+    (tmp_path / "sub").mkdir()
+    refused(restorer("colorize", src, "-o", alias, "--overwrite", *FAST), one_error, "overwrite an input")
+    assert src.read_bytes() == before
+
+
+def test_existing_output_is_kept_without_overwrite(tmp_path, restorer, one_error, clip):
+    out = tmp_path / "o.mkv"
+    out.write_bytes(b"the user's earlier render")
+    proc = restorer("colorize", clip, "-o", out, *FAST)
+    refused(proc, one_error, "o.mkv", "exists", "--overwrite")
+    assert out.read_bytes() == b"the user's earlier render"
+    ok = restorer("colorize", clip, "-o", out, "--overwrite", *FAST)
+    assert ok.returncode == 0, ok.stderr
+    assert len(read_video_frames(out)) == 16
+
+
+def test_unwritable_output_folder(tmp_path, restorer, one_error, clip):
+    """chmod 555 stops everyone but root, and the tests may run as root, where os.access says
+    yes to every mode bit; /proc refuses new files to root too (a pseudo file system)."""
+    if os.geteuid() == 0:
+        folder = Path("/proc/restorer-test-out")
+    else:
+        folder = tmp_path / "locked"
+        folder.mkdir()
+        folder.chmod(0o555)
+    try:
+        proc = restorer("colorize", clip, "-o", folder / "o.mkv", *FAST)
+        line = refused(proc, one_error, "o.mkv", "not writable", "choose a folder")
+        assert str(folder if folder.exists() else folder.parent) in line
+    finally:
+        if folder.is_relative_to(tmp_path):
+            folder.chmod(0o755)
+    assert not (folder / "o.mkv").exists()
+
+
+# --------------------------------------------------------------------------- shots.yaml through the CLI
+
+SHOT_ERRORS = {
+    "syntax": ("version: 1\nshots:\n  - frames: [0, 15\n    prompt: x\n", r"s\.yaml:[34]:", "syntax"),
+    "unknown-key": ("version: 1\nshots:\n  - frames: [0, 15]\n    instances:\n      - name: car\n"
+                    "        txt: a red car\n", r"s\.yaml:6:", "unknown key 'txt'"),
+    "past-the-end": ("version: 1\nshots:\n  - frames: [0, 99]\n", r"s\.yaml:3:", "16"),
+    "overlap": ("version: 1\nshots:\n  - frames: [0, 9]\n  - frames: [5, 15]\n", r"s\.yaml:4:", "overlap"),
+    "frame-outside-shot": ("version: 1\nshots:\n  - frames: [0, 7]\n    instances:\n      - name: car\n"
+                           "        text: a red car\n        prompts:\n          - frame: 12\n"
+                           "            box: [1, 1, 20, 20]\n", r"s\.yaml:8:", "12"),
+    "mask-size": ("version: 1\nshots:\n  - frames: [0, 15]\n    instances:\n      - name: car\n"
+                  "        text: a red car\n        prompts:\n          - frame: 0\n"
+                  "            mask: m.png\n", r"s\.yaml:9:", "m.png"),
+    "colour-word": ("version: 1\nshots:\n  - frames: [0, 15]\n    instances:\n      - name: car\n"
+                    "        text: a rde car\n        prompts:\n          - frame: 0\n"
+                    "            box: [1, 1, 20, 20]\n", r"s\.yaml:6:", "did you mean: red"),
+}
+
+
+@pytest.mark.parametrize("case", list(SHOT_ERRORS))
+def test_shots_yaml_errors_point_at_file_and_line(tmp_path, clip, case):
+    text, where, what = SHOT_ERRORS[case]
+    shots = tmp_path / "s.yaml"
+    shots.write_text(text, encoding="utf-8")
+    Image.new("L", (10, 10), 255).save(tmp_path / "m.png")  # wrong size for a 64x48 film
+    out = tmp_path / "o.mkv"
+    result = CliRunner().invoke(main, ["colorize", str(clip), "--shots", str(shots), "-o", str(out), *FAST])
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("restorer: error:")]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    assert re.search(where, lines[0]) and what.lower() in lines[0].lower(), lines[0]
+    assert " — " in lines[0], "the message says what to change"
+    assert not out.exists() and not list(tmp_path.glob(".*")), "nothing written, not even a job folder"
+
+
+# --------------------------------------------------------------------------- version and shots commands
+
+
+def test_version_is_fast_and_plain(restorer):
+    proc = restorer("--version", timeout=30)
+    assert proc.returncode == 0 and re.fullmatch(r"restorer, version \d+\.\d+\.\d+\S*\n", proc.stdout)
+
+
+def test_shots_init_then_check(tmp_path, restorer, clip):
+    shots = tmp_path / "shots.yaml"
+    init = restorer("shots", "init", clip, "-o", shots)
+    assert init.returncode == 0, init.stderr
+    assert "shots.yaml" in init.stdout and "1 shot" in init.stdout
+    text = shots.read_text()
+    assert "version: 1" in text and re.search(r"frames: \[0, 15\]", text)
+    check = restorer("shots", "check", clip, shots)
+    assert check.returncode == 0, check.stderr
+    assert "frames 0-15" in check.stdout and check.stdout.rstrip().endswith(f"{shots}: ok")
+    again = restorer("shots", "init", clip, "-o", shots)
+    assert again.returncode == 2 and "--overwrite" in again.stderr  # an edited template is never clobbered
