@@ -40,6 +40,11 @@ class RestorerGroup(click.Group):
             _fail("interrupted; run the same command again to resume", 130)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
+        except OSError as exc:
+            if DEBUG:
+                raise
+            where = exc.filename or "a file"
+            _fail(f"{where}: {exc.strerror or exc} — check the path, its permissions and free disk space", 1)
         except MemoryError:
             _fail("out of memory; try a smaller --chunk-frames or a lighter preset", 1)
         except Exception as exc:  # noqa: BLE001 - the top-level handler of a CLI
@@ -55,7 +60,7 @@ def main(quiet_all: bool) -> None:
     """Colorize black-and-white films and photo archives."""
     from restorer.console import setup_logging
 
-    setup_logging(quiet=quiet_all or "--quiet" in sys.argv or "-q" in sys.argv, debug=DEBUG)
+    setup_logging(quiet=quiet_all, debug=DEBUG)
 
 
 @main.command()
@@ -90,7 +95,11 @@ def main(quiet_all: bool) -> None:
 def colorize(inputs, output, shots, preset, device, seed, overwrite, codec, bit_depth, report, strict, quiet,
              weights, base, tracker, sam2, save_masks, chunk_frames, steps, guidance, alpha, beta, fusion):
     """Colorize INPUTS (a film, images, or folders of images) into OUTPUT."""
+    from restorer.console import setup_logging
     from restorer.pipelines.run import colorize_run
+
+    if quiet:
+        setup_logging(quiet=True, debug=DEBUG)
     from restorer.pipelines.options import ColorizeOptions
 
     overrides = {k: v for k, v in dict(steps=steps, guidance=guidance, alpha=alpha, beta=beta,
@@ -132,6 +141,26 @@ def shots_check(film, shots_yaml):
         kind = "detected" if s.detected else "from file"
         click.echo(f"shot {s.index + 1}: frames {s.start}-{s.end} [{kind}] {names}")
     click.echo(f"{shots_yaml}: ok")
+
+
+@shots.command("preview")
+@click.argument("film", type=click.Path(path_type=Path))
+@click.option("--shots", "shots_yaml", type=click.Path(path_type=Path), default=None,
+              help="shots.yaml (default: the film's sidecar).")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Folder for the PNGs.")
+@click.option("--every", type=click.IntRange(1, 100000), default=24, show_default=True,
+              help="Draw every Nth frame of each shot (and every prompted frame).")
+@click.option("--tracker", type=click.Choice(["sam2", "flow", "static"]), default=None)
+@click.option("--sam2", type=click.Path(path_type=Path), default=None, help="Local SAM2 folder.")
+@click.option("--overwrite", is_flag=True)
+def shots_preview_cmd(film, shots_yaml, output, every, tracker, sam2, overwrite):
+    """Draw each instance's tracked outline over FILM's frames, as PNGs and a contact sheet."""
+    from restorer.pipelines.options import ColorizeOptions
+    from restorer.pipelines.preview import shots_preview
+
+    opts = ColorizeOptions(shots=shots_yaml, tracker=tracker, sam2=sam2, overwrite=overwrite)
+    sheet = shots_preview(film, output, opts, every=every)
+    click.echo(f"wrote {sheet}")
 
 
 @shots.command("schema")

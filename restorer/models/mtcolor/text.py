@@ -40,7 +40,7 @@ class MiniLMText:
     def pooled(self, texts: list[str]) -> torch.Tensor:
         if not texts:
             return torch.zeros(0, self.dim)
-        return self.model.encode(texts, convert_to_tensor=True).float().cpu()
+        return self.model.encode(texts, convert_to_tensor=True, show_progress_bar=False).float().cpu()
 
     def prompt(self, text: str) -> torch.Tensor:
         return self.pooled([text])[None]

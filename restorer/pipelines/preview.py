@@ -1,0 +1,80 @@
+"""`restorer shots preview`: see the tracks before spending time on colour.
+
+Tracks every shot's instances with the run's tracker and writes PNG frames (every
+Nth frame of each shot and every prompted frame) with each instance's outline and
+name drawn over the grayscale, plus a contact sheet of them all.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from restorer.errors import OutputError
+from restorer.jobs import atomic_path, require_file
+from restorer.pipelines.options import ColorizeOptions
+
+log = logging.getLogger(__name__)
+
+
+class _ScratchJob:
+    """Just enough of a Job for the tracker: a folder for mask stores."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def path(self, name: str) -> Path:
+        p = self.folder / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+
+def preview_frames(shot, every: int) -> list[int]:
+    """Every ``every``-th frame of the shot, its last frame, and each prompted frame."""
+    picks = set(range(shot.start, shot.end + 1, max(1, every))) | {shot.end}
+    picks |= {p.frame for i in shot.instances for p in i.prompts}
+    return sorted(picks)
+
+
+def write_png(path: Path, rgb: np.ndarray, overwrite: bool) -> None:
+    from PIL import Image
+
+    if path.exists() and not overwrite:
+        raise OutputError("output exists", path=path, hint="pass --overwrite to replace it")
+    with atomic_path(path) as tmp:
+        Image.fromarray(rgb).save(tmp, format="PNG")
+
+
+def shots_preview(film: Path, out_dir: Path, opts: ColorizeOptions, *, every: int = 24,
+                  columns: int = 4) -> Path:
+    """Write the preview frames and ``contact_sheet.png`` into ``out_dir``; return the sheet's path."""
+    from restorer.io.video import LumaReader, luma_to_unit, probe
+    from restorer.models.tracking import contact_sheet, draw_preview
+    from restorer.pipelines.tracking import tracker_factory
+    from restorer.pipelines.video import load_film_shots
+
+    require_file(film)
+    info = probe(film)
+    shots = load_film_shots(film, info, opts)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    make_masks = tracker_factory(opts)
+    tiles, labels = [], []
+    with tempfile.TemporaryDirectory(prefix="restorer-preview-") as scratch:
+        for shot in shots:
+            masks = make_masks(film, info, shot, _ScratchJob(Path(scratch)))
+            wanted = set(preview_frames(shot, every))
+            names = [i.name for i in shot.instances]
+            for f in LumaReader(film, info, start=shot.start, end=shot.end):
+                if f.index not in wanted:
+                    continue
+                rgb = draw_preview(luma_to_unit(f.luma, info), masks.get(f.index), names)
+                write_png(out_dir / f"shot{shot.index + 1:04d}_frame{f.index:06d}.png", rgb, opts.overwrite)
+                tiles.append(rgb)
+                labels.append(f"{shot.index + 1}:{f.index} {info.timecode(f.index)[3:]}")
+    sheet = out_dir / "contact_sheet.png"
+    write_png(sheet, contact_sheet(tiles, labels, columns), opts.overwrite)
+    log.info("wrote %d preview frames and %s", len(tiles), sheet)
+    return sheet
