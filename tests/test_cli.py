@@ -223,3 +223,34 @@ def test_shots_init_then_check(tmp_path, restorer, clip):
     assert "frames 0-15" in check.stdout and check.stdout.rstrip().endswith(f"{shots}: ok")
     again = restorer("shots", "init", clip, "-o", shots)
     assert again.returncode == 2 and "--overwrite" in again.stderr  # an edited template is never clobbered
+
+
+def test_film_output_with_an_image_suffix_is_refused_before_work(tmp_path, clip, restorer, one_error):
+    out = tmp_path / "film.png"
+    proc = restorer("colorize", clip, "-o", out, *FAST)
+    refused(proc, one_error, "film.png", "container", ".mkv")
+    assert not any(tmp_path.iterdir()), "nothing may be left behind"
+
+
+def test_sd15_without_weights_says_what_is_missing(tmp_path, clip, restorer, one_error):
+    proc = restorer("colorize", clip, "-o", tmp_path / "o.mkv", "--preset", "sd15", *FAST,
+                    env={"RESTORER_SD15": "", "RESTORER_WEIGHTS": ""})
+    refused(proc, one_error, "--base", "RESTORER_SD15")
+
+
+def test_shots_preview_draws_each_prompted_frame(tmp_path, clip, restorer):
+    shots = tmp_path / "s.yaml"
+    shots.write_text("version: 1\nshots:\n  - instances:\n      - name: car\n        text: a red car\n"
+                     "        prompts:\n          - frame: 5\n            box: [10, 10, 40, 30]\n")
+    proc = restorer(
+        "shots", "preview", clip, "--shots", shots, "-o", tmp_path / "prev", "--every", "8", "--tracker", "static")
+    assert proc.returncode == 0, proc.stderr
+    names = sorted(p.name for p in (tmp_path / "prev").iterdir())
+    assert "contact_sheet.png" in names
+    assert [n for n in names if n.startswith("shot")] == [
+        "shot0001_frame000000.png", "shot0001_frame000005.png", "shot0001_frame000008.png",
+        "shot0001_frame000015.png"]
+    frame = np.asarray(Image.open(tmp_path / "prev" / "shot0001_frame000005.png").convert("RGB")).astype(int)
+    outline = np.abs(frame[..., 0] - frame[..., 1]) + np.abs(frame[..., 1] - frame[..., 2])
+    assert outline[8:33, 8:43].max() > 60, "the instance's outline is drawn in colour around its box"
+    assert outline[40:, 50:].max() < 10, "far from the box the frame stays gray"

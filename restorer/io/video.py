@@ -673,6 +673,11 @@ def segment_suffix(codec: str) -> str:
     return ".mov" if codec.lower() == "prores" else ".mp4"
 
 
+def check_container(path: str | Path) -> None:
+    """Raise the one-line OutputError for a film output whose suffix names no supported container."""
+    _container_format(Path(path))
+
+
 def _container_format(path: Path) -> str:
     fmt = _FORMATS.get(path.suffix.lower())
     if fmt is None:

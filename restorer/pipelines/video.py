@@ -112,10 +112,11 @@ class VideoColorizationPipeline:
         self.tracker_factory = tracker_factory
 
     def __call__(self, film: Path, output: Path, bar=None) -> VideoResult:
-        from restorer.io.video import probe
+        from restorer.io.video import check_container, probe
 
         require_file(film)
         check_output(output, [film], overwrite=self.opts.overwrite)
+        check_container(output)
         info = probe(film)
         clock = Stopwatch()
         result = VideoResult(output=output, frames=info.frame_count)

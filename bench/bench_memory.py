@@ -1,0 +1,77 @@
+"""Peak memory and speed of the stencil path on a 1-minute and a 5-minute 480p film.
+
+Memory must be bounded by one segment's working set, not by the film's length: the
+5-minute film's peak RSS should be within 1.2x of the 1-minute film's.
+
+    python bench/bench_memory.py [--fps 12] [--minutes 1 5]
+
+Generates 854x480 h264 films with an AAC track (tests/media.py), a shots.yaml with one
+boxed instance per film, runs `restorer colorize --preset stencil --tracker static` in a
+child process and reads the child's peak RSS (ru_maxrss) from os.wait4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from media import make_clip  # noqa: E402
+
+W, H = 854, 480
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def pattern(index: int) -> np.ndarray:
+    x = np.arange(W, dtype=np.int32)[None, :]
+    y = np.arange(H, dtype=np.int32)[:, None]
+    return (((x + 3 * index) ^ (y - index)) & 0xFF).astype(np.uint8)
+
+
+def run(film: Path, out: Path, shots: Path) -> tuple[float, float]:
+    cmd = ["restorer", "colorize", str(film), "-o", str(out), "--shots", str(shots), "--preset", "stencil",
+           "--tracker", "static", "--quiet", "--overwrite"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed with status {status}")
+    return time.perf_counter() - t0, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--fps", type=int, default=12)
+    ap.add_argument("--minutes", type=float, nargs="+", default=[1, 5])
+    args = ap.parse_args()
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; {W}x{H} h264 at {args.fps} fps")
+    print("| film | frames | wall s | frames/s | peak RSS MiB |\n| --- | --- | --- | --- | --- |")
+    with tempfile.TemporaryDirectory() as tmp:
+        shots = Path(tmp) / "s.yaml"
+        for minutes in args.minutes:
+            n = int(minutes * 60 * args.fps)
+            film = make_clip(Path(tmp) / f"film{minutes}.mp4", frames=n, size=(W, H), rate=Fraction(args.fps),
+                             pattern=pattern, crf=28)
+            shots.write_text("version: 1\nshots:\n  - instances:\n      - name: car\n        text: a red car\n"
+                             "        prompts:\n          - frame: 0\n            box: [100, 100, 400, 300]\n")
+            wall, rss = run(film, Path(tmp) / f"out{minutes}.mp4", shots)
+            print(f"| {minutes:g} min | {n} | {wall:.1f} | {n / wall:.1f} | {rss:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
