@@ -42,6 +42,14 @@ class PhotoResult:
     seconds: float = 0.0
 
 
+def _unit_key(task: PhotoTask) -> str:
+    """A photo's unit of work: its source (as it is now) and its output. The set of photos may
+    change between runs (an archive grows, a bad scan is removed) without redoing finished ones."""
+    ident = settings_fingerprint({"source": str(task.source.resolve()), "output": str(task.output.resolve()),
+                                  "file": input_fingerprint(task.source)})
+    return f"photos/{ident}"
+
+
 def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
@@ -83,10 +91,8 @@ class PhotoColorizationPipeline:
         check_output(output, inputs, overwrite=self.opts.overwrite, is_dir=not single)
         clock = Stopwatch()
         result = PhotoResult()
-        job_output = output if not single else output
-        fingerprint = {"settings": self.opts.result_settings(),
-                       "inputs": settings_fingerprint({str(t.source): input_fingerprint(t.source) for t in tasks})}
-        with Job(job_output if not single else output, fingerprint) as job:
+        fingerprint = {"settings": self.opts.result_settings()}
+        with Job(output, fingerprint) as job:
             try:
                 self._check_collisions(tasks, job)
             except OutputError:
@@ -94,26 +100,39 @@ class PhotoColorizationPipeline:
                     job.remove()  # refused before any work: leave no job folder behind
                 raise
             task_id = bar.add_task("photos", total=len(tasks)) if bar is not None else None
-            for i, task in enumerate(tasks):
-                key = f"photos/{i:07d}"
+            failed: list[RestorerError] = []
+            for task in tasks:
+                key = _unit_key(task)
                 if job.unit_done(key) is not None:
                     result.frames_reused += 1
+                    result.outputs.append(task.output)
                 else:
-                    result.warnings.extend(self._one(task))
-                    job.finish_unit(key, {"output": str(task.output)})
-                    result.frames_processed += 1
-                result.outputs.append(task.output)
+                    try:
+                        result.warnings.extend(self._one(task))
+                    except InputError as exc:
+                        if len(tasks) == 1:
+                            raise
+                        log.error("%s (skipped)", exc)  # one bad scan must not stop an archive
+                        failed.append(exc)
+                    else:
+                        job.finish_unit(key, {"output": str(task.output)})
+                        result.frames_processed += 1
+                        result.outputs.append(task.output)
                 if bar is not None:
                     bar.update(task_id, advance=1, description=f"{task.source.name}")
+            result.seconds = clock.seconds
+            if failed:
+                raise InputError(f"{len(failed)} of {len(tasks)} photos could not be colorized; first: {failed[0]}",
+                                 hint="fix or remove them and run the same command again: "
+                                      "finished photos are kept and not redone")
             job.remove()
-        result.seconds = clock.seconds
         return result
 
     def _check_collisions(self, tasks: list[PhotoTask], job: Job) -> None:
         if self.opts.overwrite:
             return
-        for i, task in enumerate(tasks):
-            if task.output.exists() and job.unit_done(f"photos/{i:07d}") is None:
+        for task in tasks:
+            if task.output.exists() and job.unit_done(_unit_key(task)) is None:
                 raise OutputError("output exists", path=task.output,
                                   hint="pass --overwrite to replace it, or choose another output folder")
 

@@ -144,3 +144,25 @@ def test_single_photo_with_sidecar_to_a_file(tmp_path, archive):
     x0, y0, x1, y1 = BOX
     mean_ab = srgb_to_lab(a.astype(np.float32) / 255)[y0 + 3:y1 - 3, x0 + 3:x1 - 3, 1:].reshape(-1, 2).mean(0)
     assert hue_difference_deg(lab_hue_deg(mean_ab), lab_hue_deg(np.asarray(parse_color("red").lab[1:]))) < 10
+
+
+def test_one_bad_scan_does_not_stop_the_archive_and_the_rerun_resumes(tmp_path):
+    root = tmp_path / "scans"
+    root.mkdir()
+    for name in ("a", "b", "c"):
+        Image.fromarray(gray_pattern()).save(root / f"{name}.png")
+    (root / "b2.jpg").write_bytes(b"not a jpeg at all")
+    out = tmp_path / "out"
+    result = run(root, "-o", out)
+    assert result.exit_code == 2
+    assert "1 of 4 photos" in result.output and "b2.jpg" in result.output
+    done = sorted(p.name for p in out.iterdir())
+    assert done == ["a.png", "b.png", "c.png"], "the good scans are finished despite the bad one"
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    (root / "b2.jpg").unlink()
+    report = tmp_path / "r.json"
+    result = run(root, "-o", out, "--report", report)
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    assert data["frames_reused"] == 3 and data["frames_processed"] == 0
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps, "finished photos are not rewritten"
