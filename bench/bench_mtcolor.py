@@ -54,9 +54,11 @@ def bench_pmam(grids: list[int], dense_max: int, repeats: int) -> None:
 
 
 def tiny_engine(alpha: float, crop: bool, steps: int):
-    from restorer.models.mtcolor.engine import open_mtcolor
-    import yaml
     from pathlib import Path
+
+    import yaml
+
+    from restorer.models.mtcolor.engine import open_mtcolor
 
     opts = yaml.safe_load(Path("restorer/presets/tiny.yaml").read_text())["options"]
     return open_mtcolor({**opts, "crop": crop}, device="cpu", weights=None, base=None,

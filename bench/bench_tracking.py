@@ -21,8 +21,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from restorer.models.tracking import (InstancePrompts, Prompt, ShotPrompts,  # noqa: E402
-                                      contact_sheet, draw_preview, open_tracker, track_shot)
+from restorer.models.tracking import (  # noqa: E402
+    InstancePrompts,
+    Prompt,
+    ShotPrompts,
+    contact_sheet,
+    draw_preview,
+    open_tracker,
+    track_shot,
+)
 
 CLIP = ROOT.parent / "shared" / "data" / "video" / "carphone_pristine.mp4"
 FACE_BOX = (54.0, 30.0, 106.0, 98.0)  # x0, y0, x1, y1 on frame 60, drawn by eye

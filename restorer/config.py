@@ -124,7 +124,8 @@ class Shot(_Strict):
     time: tuple[TimeValue, TimeValue] | None = Field(
         None, description='[start, end]: "HH:MM:SS.mmm" or seconds; end is when the next shot starts.')
     prompt: str | None = None
-    instances: list[Instance] = Field(default_factory=list, description="Later instances are on top where they overlap.")
+    instances: list[Instance] = Field(default_factory=list,
+                                      description="Later instances are on top where they overlap.")
 
     @field_validator("frames")
     @classmethod
@@ -509,7 +510,9 @@ def resolve_shots(
         raise ValueError(f"resolve_shots needs a film with frames, got frame_count={frame_count}")
     if frame_at is None and frame_rate is not None:
         rate = Fraction(frame_rate)
-        frame_at = lambda seconds: math.floor(seconds * rate + Fraction(1, 2))
+
+        def frame_at(seconds: Fraction) -> int:
+            return math.floor(seconds * rate + Fraction(1, 2))
     film = _Film(frame_count, size[0], size[1], frame_at, shots.source if shots else None, shots)
     default_prompt = shots.prompt if shots is not None else None
     placed = _place_shots(shots, film) if shots is not None else []

@@ -94,7 +94,7 @@ def make_clip(path: str | Path, *, frames: int = 24, size: tuple[int, int] = (64
             frame.pts, frame.time_base = pts[i], time_base
             out.mux(video.encode(frame))
         out.mux(video.encode(None))
-        for k, (stream, freq) in enumerate(audios):
+        for stream, freq in audios:
             _write_tone(out, stream, freq, float(duration))
         if subs is not None:
             _write_subtitles(out, subs, float(duration))

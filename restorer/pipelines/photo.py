@@ -100,7 +100,7 @@ class PhotoColorizationPipeline:
                     job.remove()  # refused before any work: leave no job folder behind
                 raise
             task_id = bar.add_task("photos", total=len(tasks)) if bar is not None else None
-            failed: list[RestorerError] = []
+            failed: list[InputError] = []
             for task in tasks:
                 key = _unit_key(task)
                 if job.unit_done(key) is not None:

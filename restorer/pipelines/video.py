@@ -184,7 +184,7 @@ class VideoColorizationPipeline:
         final = job.path(f"{seg.name}{segment_suffix(self.opts.codec)}")
         frames = 0
         with SegmentWriter(final, info, codec=self.opts.codec, bit_depth=self.opts.bit_depth) as writer:
-            for decoded, y, pb, pr in self._colorize(film, info, seg, reader, masks):
+            for decoded, _y, pb, pr in self._colorize(film, info, seg, reader, masks):
                 writer.write(decoded.index, decoded.luma, pb, pr)
                 frames += 1
                 tick()

@@ -14,7 +14,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from media import (  # noqa: E402
-    audio_packets, frame_times, make_clip, read_video_frames, subtitle_packets, vfr_pts,
+    audio_packets,
+    frame_times,
+    make_clip,
+    read_video_frames,
+    subtitle_packets,
+    vfr_pts,
 )
 
 from restorer.errors import InputError, OutputError  # noqa: E402

@@ -154,7 +154,7 @@ def _open_tiny(opts: dict, device: str, weights: Path | None) -> MTColorEngine:
     from restorer.models.mtcolor.text import MiniLMText
 
     features = EfficientNetFeatures() if opts.get("features", "efficientnet-lite0") != "none" else None
-    root = resolve(weights, "RESTORER_WEIGHTS")
+    root = resolve(weights, "RESTORER_WEIGHTS") or tiny.shipped()
     model = tiny.load(root, opts) if root is not None else tiny.random_init(opts)
     text = MiniLMText(device)
     space = TinySpace(grid=int(opts.get("grid", 32)), multiple=tiny.multiple(model.unet), features=features)

@@ -69,6 +69,20 @@ class MTColorModel(nn.Module):
             for block in controlnet.controlnet_down_blocks:
                 block.register_forward_pre_hook(self._capture)
 
+    def stage_modules(self, stage: int) -> list[nn.Module]:
+        """The modules training stage ``stage`` updates (Sec. IV-A; stage 0 is tiny's base).
+
+        0: the base U-Net and the global prompt projection; 1: the instance mask and text
+        guidance module (encoder + gated branches); 2: ControlNet and PMAM.
+        """
+        if stage == 0:
+            return [self.unet, self.adapter.prompt_proj]
+        if stage == 1:
+            return [self.adapter.encoder, self.adapter.branches]
+        if stage == 2:
+            return [m for m in (self.controlnet, self.adapter.pmams) if m is not None]
+        raise ValueError(f"training stage must be 0, 1 or 2, not {stage}")
+
     def _capture(self, module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
         self._captured.append(args[0])
 

@@ -14,8 +14,11 @@ Departures from the paper, all forced by having no pretrained generative prior a
   cross-attention token through ``prompt_proj``.
 
 Weights folder (``--weights`` / ``RESTORER_WEIGHTS``): ``unet/ controlnet/ adapter/`` in
-diffusers format. Until trained weights ship, tiny runs from a seeded random
-initialisation and warns that its colours are meaningless.
+diffusers format. Without either, the weights shipped in the package
+(``restorer/weights/tiny/``, trained by ``restorer train``, see its RECIPE.md; stored in
+float16 to halve the download, loaded as float32) are used; only when those are absent
+too does tiny run from a seeded random initialisation, warning that its colours are
+meaningless.
 """
 
 from __future__ import annotations
@@ -61,9 +64,17 @@ def build(opts: dict[str, Any]) -> MTColorModel:
     return MTColorModel(unet, controlnet, adapter)
 
 
+SHIPPED = Path(__file__).resolve().parents[2] / "weights" / "tiny"
+
+
+def shipped() -> Path | None:
+    """The package's trained tiny weights, or None when they are not installed."""
+    return SHIPPED if all((SHIPPED / p).is_dir() for p in ("unet", "controlnet", "adapter")) else None
+
+
 def random_init(opts: dict[str, Any]) -> MTColorModel:
     """Seeded random modules (``init_seed``), with a warning: no trained tiny weights yet."""
-    log.warning("tiny preset: no trained weights found (pass --weights DIR or set RESTORER_WEIGHTS); "
+    log.warning("tiny preset: no trained weights found (none shipped; pass --weights DIR or set RESTORER_WEIGHTS); "
                 "running a seeded random initialisation, its colours are meaningless")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(opts.get("init_seed", 0)))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from restorer.models.tracking import (InstancePrompts, Prompt, ShotPrompts, open_tracker,
-                                      track_shot)
+
+from restorer.models.tracking import InstancePrompts, Prompt, ShotPrompts, open_tracker, track_shot
 
 
 @pytest.fixture(autouse=True)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from restorer.models.tracking import (InstancePrompts, Prompt, ShotPrompts, open_tracker,
-                                      track_shot)
+from restorer.models.tracking import InstancePrompts, Prompt, ShotPrompts, open_tracker, track_shot
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

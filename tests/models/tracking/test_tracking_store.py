@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from restorer.errors import WeightsError
-from restorer.models.tracking import (MaskStore, Prompt, contact_sheet, draw_preview,
-                                      open_tracker, prompt_region)
+from restorer.models.tracking import MaskStore, Prompt, contact_sheet, draw_preview, open_tracker, prompt_region
 
 
 def _masks(rng, n=2, size=(9, 13)):
