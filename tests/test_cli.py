@@ -18,9 +18,8 @@ import av
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
-
 from media import make_clip, read_video_frames
+from PIL import Image
 
 from restorer.cli import main
 

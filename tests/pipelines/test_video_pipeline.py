@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from media import audio_packets, frame_times, make_clip, read_video_frames
 
 from restorer.cli import main
