@@ -41,6 +41,10 @@ def _hex_to_lab(value: str) -> np.ndarray:
     return srgb_to_lab(rgb)
 
 
+# Words restorers use for people that neither survey names; sRGB values of average tones.
+_OURS = {"skin": "#d8a98a", "skin tone": "#d8a98a", "flesh": "#d8a98a", "complexion": "#d8a98a"}
+
+
 def build() -> dict[str, list[float]]:
     from matplotlib._color_data import CSS4_COLORS, XKCD_COLORS
 
@@ -53,6 +57,8 @@ def build() -> dict[str, list[float]]:
         name = normalize(key)
         if name not in groups:
             groups[name] = [_hex_to_lab(value)]
+    for name, value in _OURS.items():
+        groups.setdefault(name, [_hex_to_lab(value)])
     return {name: [round(float(v), 2) for v in np.mean(labs, axis=0)]
             for name, labs in sorted(groups.items())}
 
