@@ -111,6 +111,37 @@ def colorize(inputs, output, shots, preset, device, seed, overwrite, codec, bit_
     colorize_run(list(inputs), output, opts)
 
 
+@main.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--preset", default=None, help="Preset name or path (see `restorer presets`).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--weights", type=click.Path(path_type=Path), default=None, envvar="RESTORER_WEIGHTS")
+@click.option("--base", type=click.Path(path_type=Path), default=None, envvar="RESTORER_SD15")
+@click.option("--overwrite", is_flag=True, help="Redo photos whose output exists.")
+@click.option("--settle", type=click.FloatRange(0, 3600), default=2.0, show_default=True,
+              help="Seconds a new file's size must stay unchanged before it is read.")
+@click.option("--once", is_flag=True, help="Colorize what is there now and exit.")
+def watch(folder, output, preset, device, seed, weights, base, overwrite, settle, once):
+    """Colorize the photos in FOLDER into OUTPUT, then each new one as it arrives."""
+    from restorer.pipelines.options import ColorizeOptions, resolve_device
+    from restorer.pipelines.photo import PhotoColorizationPipeline
+    from restorer.pipelines.watch import watch_folder
+    from restorer.presets import DEFAULT_PRESET, load_preset, open_engine
+
+    opts = ColorizeOptions(preset=preset or DEFAULT_PRESET, device=device, seed=seed, weights=weights, base=base,
+                           overwrite=overwrite)
+    chosen = load_preset(opts.preset)
+    engine = open_engine(chosen, device=resolve_device(device), weights=weights, base=base)
+    try:
+        n = watch_folder(folder, output, PhotoColorizationPipeline(engine, opts), settle=settle, once=once)
+    except KeyboardInterrupt:
+        click.echo("stopped; run the same command again to go on", err=True)
+        return
+    click.echo(f"colorized {n} photo(s) into {output}")
+
+
 @main.group()
 def shots() -> None:
     """Create and check shots.yaml files."""

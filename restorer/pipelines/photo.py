@@ -108,7 +108,7 @@ class PhotoColorizationPipeline:
                     result.outputs.append(task.output)
                 else:
                     try:
-                        result.warnings.extend(self._one(task))
+                        result.warnings.extend(self.colorize_one(task))
                     except InputError as exc:
                         if len(tasks) == 1:
                             raise
@@ -136,7 +136,8 @@ class PhotoColorizationPipeline:
                 raise OutputError("output exists", path=task.output,
                                   hint="pass --overwrite to replace it, or choose another output folder")
 
-    def _one(self, task: PhotoTask) -> list[str]:
+    def colorize_one(self, task: PhotoTask) -> list[str]:
+        """Colorize one photo into ``task.output`` (written atomically); return its warnings."""
         from restorer.io.color import recombine_rgb
         from restorer.io.images import read_image, write_image
 
