@@ -25,8 +25,9 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 from restorer.errors import InputError, JobLockedError, OutputError
 
@@ -37,7 +38,7 @@ MANIFEST_VERSION = 1
 
 def partial_name(final: Path) -> Path:
     """The temporary sibling of ``final``; keeps the suffix so writers infer the format."""
-    return final.with_name(f".{final.stem}.partial-{os.getpid()}{final.suffix}")
+    return final.with_name(f".{final.stem}.partial-{os.getpid()}-{threading.get_ident() % 10**6}{final.suffix}")
 
 
 @contextlib.contextmanager
@@ -46,15 +47,48 @@ def atomic_path(final: Path) -> Iterator[Path]:
     tmp = partial_name(final)
     try:
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, final)
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
+@contextlib.contextmanager
+def open_atomic(final: Path, mode: str = "wb", *, sync: bool = True) -> Iterator[IO]:
+    """Open a temporary file beside ``final`` for writing; it becomes ``final`` only when complete.
+
+    Raises:
+        OutputError: the folder cannot be written.
+    """
+    final = Path(final)
+    tmp = partial_name(final)
+    try:
+        f = open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+    except OSError as exc:
+        raise OutputError(f"cannot write here: {exc.strerror or exc}", path=final,
+                          hint="check that the folder exists and is writable") from None
+    try:
+        with f:
+            yield f
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _fsync(path: Path) -> None:
+    if path.is_file():
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+    with open_atomic(path, "w") as f:
+        f.write(json.dumps(data, indent=1, sort_keys=True))
 
 
 def input_fingerprint(path: Path) -> dict[str, Any]:

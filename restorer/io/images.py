@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -347,20 +345,10 @@ def _rgb_profile(icc: bytes | None) -> bytes | None:
 
 
 def _atomic_write(path: Path, write) -> None:
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    except OSError as err:
-        raise OutputError(f"cannot write in {path.parent}: {err.strerror or err}", path=path,
-                          hint="check that the folder exists and is writable") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from restorer.jobs import open_atomic
+
+    with open_atomic(path, "wb") as f:
+        write(f)
 
 
 def _write_8bit(f, pixels: np.ndarray, fmt: str, *, exif, icc, quality) -> None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -21,6 +19,7 @@ import numpy as np
 
 from restorer.config import ResolvedShot, format_time, load_shots, resolve_shots
 from restorer.errors import InputError, OutputError
+from restorer.jobs import open_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -170,21 +169,8 @@ def _shot_ranges(cuts: list[int], frame_count: int) -> list[tuple[int, int]]:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise OutputError(f"cannot write here: {exc}", path=path, hint="check the folder exists and is writable") \
-            from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with open_atomic(path, "w") as f:
+        f.write(text)
 
 
 def init_template(film_path: str | Path, path_out: str | Path, *, overwrite: bool = False) -> int:

@@ -23,6 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
+from restorer.jobs import open_atomic
+
 log = logging.getLogger(__name__)
 
 _MARKER = "complete.json"
@@ -30,13 +32,9 @@ _META = "meta.json"
 
 
 def _write_atomic(path: Path, data: bytes, sync: bool = True) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    # frames need not be synced one by one: a store without its marker is redone
+    with open_atomic(path, "wb", sync=sync) as f:
         f.write(data)
-        if sync:  # frames need not be synced one by one: a store without its marker is redone
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class MaskStore:
