@@ -253,3 +253,15 @@ def test_shots_preview_draws_each_prompted_frame(tmp_path, clip, restorer):
     outline = np.abs(frame[..., 0] - frame[..., 1]) + np.abs(frame[..., 1] - frame[..., 2])
     assert outline[8:33, 8:43].max() > 60, "the instance's outline is drawn in colour around its box"
     assert outline[40:, 50:].max() < 10, "far from the box the frame stays gray"
+
+
+def test_colour_film_is_accepted_with_a_warning_and_gray_film_without(tmp_path, restorer):
+    colour = DATA / "carphone_pristine.mp4"
+    gray = Path(__file__).resolve().parents[1] / "samples" / "carphone.mp4"
+    for film, warned in ((colour, True), (gray, False)):
+        report = tmp_path / f"{film.stem}{warned}.json"
+        proc = restorer("colorize", film, "-o", tmp_path / f"{film.stem}{warned}.mkv", "--report", report,
+                        "--codec", "ffv1", *FAST)
+        assert proc.returncode == 0, proc.stderr
+        warnings = json.loads(report.read_text())["warnings"]
+        assert any("colour film" in w for w in warnings) is warned, warnings

@@ -152,6 +152,7 @@ class VideoInfo:
     duration_s: float
     codec: str = ""
     holes: tuple[Damage, ...] = field(default=())
+    is_color: bool = False  # the first frame carries chroma (which restorer replaces)
 
     @property
     def is_yuv(self) -> bool:
@@ -223,7 +224,15 @@ def probe(path: str | Path) -> VideoInfo:
     first = _first_frame(path)
     info = _build_info(path, meta, first, pts, counts)
     holes = _find_holes(info, fmt_name, declared, demux_error)
-    return VideoInfo(**{**info.__dict__, "holes": tuple(holes)})
+    return VideoInfo(**{**info.__dict__, "holes": tuple(holes), "is_color": _has_chroma(first)})
+
+
+def _has_chroma(frame: av.VideoFrame) -> bool:
+    """More than a trace of colour in the frame (a gray film stored as colour is not)."""
+    small = frame.reformat(width=min(frame.width, 160), height=min(frame.height, 120), format="rgb24")
+    rgb = small.to_ndarray().astype(np.int16)
+    spread = rgb.max(axis=2) - rgb.min(axis=2)
+    return bool(np.percentile(spread, 95) > 12)
 
 
 def _open_input(path: Path) -> av.container.InputContainer:

@@ -120,6 +120,10 @@ class VideoColorizationPipeline:
         info = probe(film)
         clock = Stopwatch()
         result = VideoResult(output=output, frames=info.frame_count)
+        if info.is_color:
+            msg = f"{film}: colour film; its chroma is discarded and the picture recolorized from its luma"
+            log.warning(msg)
+            result.warnings.append(msg)
         fingerprint = {"input": input_fingerprint(film), "settings": self.opts.result_settings(),
                        "shots_yaml": _shots_text(self.opts.shots or _sidecar(film))}
         if info.holes and self.opts.strict:  # known from the index alone: fail before any work
