@@ -164,6 +164,7 @@ class Job:
     def __enter__(self) -> "Job":
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock()
+        self._remove_stale_partials()
         manifest = self.folder / "manifest.json"
         previous = self._read_manifest(manifest)
         if previous is not None and previous.get("fingerprint") == self.fingerprint:
@@ -192,6 +193,12 @@ class Job:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
+
+    def _remove_stale_partials(self) -> None:
+        """Temporary outputs of a killed run (we hold the lock, so no live run owns them)."""
+        for stale in self.output.parent.glob(f".{self.output.stem}.*partial*{self.output.suffix}"):
+            log.debug("removing %s, left by an interrupted run", stale)
+            stale.unlink(missing_ok=True)
 
     @staticmethod
     def _read_manifest(path: Path) -> dict[str, Any] | None:

@@ -265,3 +265,15 @@ def test_colour_film_is_accepted_with_a_warning_and_gray_film_without(tmp_path, 
         assert proc.returncode == 0, proc.stderr
         warnings = json.loads(report.read_text())["warnings"]
         assert any("colour film" in w for w in warnings) is warned, warnings
+
+
+def test_temporary_files_of_a_killed_run_are_cleaned_up(tmp_path, clip, restorer):
+    out = tmp_path / "film.mkv"
+    stale = [tmp_path / ".film.4242.partial.mkv", tmp_path / ".film.partial-4242-7.mkv"]
+    for p in stale:
+        p.write_bytes(b"half a film")
+    other = tmp_path / ".other.4242.partial.mkv"  # another output's: not ours to touch
+    other.write_bytes(b"x")
+    proc = restorer("colorize", clip, "-o", out, "--codec", "ffv1", *FAST)
+    assert proc.returncode == 0, proc.stderr
+    assert out.exists() and not any(p.exists() for p in stale) and other.exists()

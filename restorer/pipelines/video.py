@@ -18,7 +18,7 @@ import numpy as np
 
 from restorer.console import Stopwatch
 from restorer.errors import DamagedInputError, RestorerError
-from restorer.jobs import Job, atomic_path, check_output, input_fingerprint, require_file
+from restorer.jobs import Job, check_output, input_fingerprint, require_file
 from restorer.models.engine import FrameInput, InstanceText, ShotContext, check_chroma
 from restorer.pipelines.frames import check_texts, full_chroma
 from restorer.pipelines.options import ColorizeOptions, shot_seed
@@ -225,8 +225,7 @@ class VideoColorizationPipeline:
     def _assemble(self, film: Path, info, output: Path, segments: list[Path]) -> None:
         from restorer.io.video import assemble
 
-        with atomic_path(output) as tmp:
-            assemble(segments, film, info, tmp)
+        assemble(segments, film, info, output, overwrite=self.opts.overwrite)  # atomic: temp name, then rename
 
 
 def _sidecar(film: Path) -> Path | None:
