@@ -96,7 +96,7 @@ def test_damaged_avi_is_colorized_as_far_as_it_decodes(tmp_path, restorer):
     assert {"first", "last", "start", "end", "reason"} <= set(first)
     assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d\d\d", first["start"]) and "missing" in first["reason"]
     assert any("tree.avi" in w and "damaged" in w for w in r["warnings"])
-    assert "WARNING" in proc.stderr and "Traceback" not in proc.stderr
+    assert "restorer: warning:" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_damaged_avi_with_strict_fails_and_leaves_nothing(tmp_path, restorer, one_error):
