@@ -76,6 +76,25 @@ def plan_photos(inputs: list[Path], output: Path) -> list[PhotoTask]:
     return tasks
 
 
+def check_task_outputs(tasks: list[PhotoTask]) -> None:
+    """No photo may be written over a source photo, and no two photos onto one output.
+
+    Raises:
+        OutputError: naming the photo(s) concerned, whatever ``--overwrite`` says.
+    """
+    sources = {t.source.resolve() for t in tasks}
+    seen: dict[Path, Path] = {}
+    for t in tasks:
+        out = t.output.resolve()
+        if out in sources:
+            raise OutputError("the output would overwrite an input photo", path=t.output,
+                              hint="choose an output folder outside the inputs")
+        if out in seen:
+            raise OutputError(f"{seen[out]} and {t.source} would both be written to this output", path=t.output,
+                              hint="colorize them into separate output folders, or rename one")
+        seen[out] = t.source
+
+
 class PhotoColorizationPipeline:
     """Photos in, colour photos out, each written atomically with its EXIF and ICC profile."""
 
@@ -89,6 +108,7 @@ class PhotoColorizationPipeline:
         tasks = plan_photos(inputs, output)
         single = len(tasks) == 1 and tasks[0].output == output
         check_output(output, inputs, overwrite=self.opts.overwrite, is_dir=not single)
+        check_task_outputs(tasks)
         clock = Stopwatch()
         result = PhotoResult()
         fingerprint = {"settings": self.opts.result_settings()}
@@ -111,6 +131,8 @@ class PhotoColorizationPipeline:
                         result.warnings.extend(self.colorize_one(task))
                     except InputError as exc:
                         if len(tasks) == 1:
+                            if not job.resumed:
+                                job.remove()
                             raise
                         log.error("%s (skipped)", exc)  # one bad scan must not stop an archive
                         failed.append(exc)

@@ -166,3 +166,24 @@ def test_one_bad_scan_does_not_stop_the_archive_and_the_rerun_resumes(tmp_path):
     data = json.loads(report.read_text())
     assert data["frames_reused"] == 3 and data["frames_processed"] == 0
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps, "finished photos are not rewritten"
+
+
+def test_overwrite_never_writes_over_an_input_photo(tmp_path):
+    src = tmp_path / "a"
+    src.mkdir()
+    photo = src / "1.png"
+    Image.fromarray(gray_pattern()).save(photo)
+    before = photo.read_bytes()
+    result = run(photo, "-o", src, "--overwrite")
+    assert result.exit_code == 2 and "overwrite an input" in result.output
+    assert photo.read_bytes() == before
+
+
+def test_two_photos_onto_one_output_are_refused(tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(gray_pattern()).save(tmp_path / folder / "1.png")
+    out = tmp_path / "out"
+    result = run(tmp_path / "a" / "1.png", tmp_path / "b" / "1.png", "-o", out)
+    assert result.exit_code == 2 and "would both be written" in result.output
+    assert not out.exists() or not any(out.iterdir())

@@ -93,10 +93,22 @@ class MTColorEngine:
         cond = Conditions(texts.prompt, cover[None], tokens, **base)
         uncond = Conditions(texts.empty, cover[None], nulls, **base)
         ids = present.nonzero().flatten().tolist()
-        z0 = sample(lambda z, t: guided_eps(self.model, z, t, cond, uncond, self.opts.guidance),
-                    self._instance_eps(cond, uncond, cover, ids), self.initial_noise(size, seed),
+        inst = self._instance_eps(cond, uncond, cover, ids)
+        z0 = sample(self._as_eps(lambda z, t: guided_eps(self.model, z, t, cond, uncond, self.opts.guidance), schedule),
+                    None if inst is None else self._as_eps(inst, schedule), self.initial_noise(size, seed),
                     cover[ids], schedule, self.opts, seed, ids)
         return self.space.decode(z0)
+
+    def _as_eps(self, fn, schedule: Schedule):
+        """The model's output as eps: v-prediction models (tiny) give eps = sqrt(a) v + sqrt(1 - a) z."""
+        if self.scheduler.get("prediction_type", "epsilon") != "v_prediction":
+            return fn
+
+        def eps(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            a = float(schedule.alphas[int(t)])
+            return a ** 0.5 * fn(z, t) + (1 - a) ** 0.5 * z
+
+        return eps
 
     def _masks(self, masks: np.ndarray, size: tuple[int, int]) -> tuple[torch.Tensor, ...]:
         """Coverage at the latent grid, the token encoder's input, and which instances are present."""
