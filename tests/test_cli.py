@@ -277,3 +277,28 @@ def test_temporary_files_of_a_killed_run_are_cleaned_up(tmp_path, clip, restorer
     proc = restorer("colorize", clip, "-o", out, "--codec", "ffv1", *FAST)
     assert proc.returncode == 0, proc.stderr
     assert out.exists() and not any(p.exists() for p in stale) and other.exists()
+
+
+def test_audio_the_output_container_cannot_hold_is_refused_before_work(tmp_path, restorer, one_error):
+    film = tmp_path / "pcm.avi"
+    with av.open(str(film), "w") as out:
+        video = out.add_stream("mpeg4", rate=10)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = out.add_stream("pcm_u8", rate=8000)
+        audio.layout = "mono"
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 20, np.uint8), format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        for k in range(10):
+            chunk = av.AudioFrame.from_ndarray(np.full((1, 800), 128, np.uint8), format="u8", layout="mono")
+            chunk.sample_rate, chunk.pts = 8000, k * 800
+            out.mux(audio.encode(chunk))
+        out.mux(audio.encode(None))
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    proc = restorer("colorize", film, "-o", outdir / "o.mp4", *FAST)
+    refused(proc, one_error, "o.mp4", "pcm_u8", ".mkv")
+    assert not any(outdir.iterdir()), "refused before any work: no job folder, no partial file"
+    assert restorer("colorize", film, "-o", outdir / "o.mkv", *FAST).returncode == 0

@@ -81,6 +81,7 @@ from __future__ import annotations
 import bisect
 import functools
 import heapq
+import io
 import logging
 import os
 from dataclasses import dataclass, field
@@ -682,9 +683,39 @@ def segment_suffix(codec: str) -> str:
     return ".mov" if codec.lower() == "prores" else ".mp4"
 
 
-def check_container(path: str | Path) -> None:
-    """Raise the one-line OutputError for a film output whose suffix names no supported container."""
-    _container_format(Path(path))
+def check_container(path: str | Path, source: str | Path | None = None) -> None:
+    """Before any work: the output's suffix names a supported container, and that container can
+    hold every audio and subtitle stream of ``source`` as it is (they are copied, not re-encoded).
+
+    Raises:
+        OutputError: one line naming the output, the streams it cannot hold and the fix.
+    """
+    path = Path(path)
+    fmt = _container_format(path)
+    if source is None:
+        return
+    with av.open(str(source)) as src:
+        others = [s for s in src.streams if s.type in ("audio", "subtitle")]
+        if not others:
+            return
+        out = av.open(io.BytesIO(), "w", format=fmt)
+        try:
+            _add_templates(out, others, path)
+            _start(out, path)
+        finally:
+            try:
+                out.close()
+            except (av.error.FFmpegError, ValueError, OSError):
+                pass
+
+
+def _add_templates(out, streams, output: Path) -> dict:
+    try:
+        return {s.index: out.add_stream_from_template(s) for s in streams}
+    except (av.error.FFmpegError, ValueError) as err:
+        names = ", ".join(s.codec_context.name for s in streams if s.codec_context)
+        raise OutputError(f"a {output.suffix} file cannot hold these streams ({names}: {_reason(err)})",
+                          path=output, hint="choose an .mkv output, which holds every codec") from None
 
 
 def _container_format(path: Path) -> str:
@@ -805,7 +836,7 @@ def _remux(segments: list[Path], source: Path, tmp: Path, output: Path) -> None:
         with av.open(str(segments[0])) as first, av.open(str(source)) as src:
             video_out = out.add_stream_from_template(first.streams.video[0])
             others = [s for s in src.streams if s.type in ("audio", "subtitle")]
-            mapping = {s.index: out.add_stream_from_template(s) for s in others}
+            mapping = _add_templates(out, others, output)
             _start(out, output)
             video = _tagged(_segment_packets(segments), video_out)
             rest = _tagged(_source_packets(src, others, fmt), None, mapping)

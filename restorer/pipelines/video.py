@@ -116,7 +116,7 @@ class VideoColorizationPipeline:
 
         require_file(film)
         check_output(output, [film], overwrite=self.opts.overwrite)
-        check_container(output)
+        check_container(output, film)
         info = probe(film)
         clock = Stopwatch()
         result = VideoResult(output=output, frames=info.frame_count)
