@@ -165,11 +165,19 @@ def shots_init(film, output, overwrite):
 @shots.command("check")
 @click.argument("film", type=click.Path(path_type=Path))
 @click.argument("shots_yaml", type=click.Path(path_type=Path))
-def shots_check(film, shots_yaml):
+@click.option("--preset", default=None, help="Check the texts for this preset (stencil needs colour names).")
+@click.option("--tracker", type=click.Choice(["sam2", "flow", "static"]), default=None)
+@click.option("--sam2", type=click.Path(path_type=Path), default=None,
+              help="Local SAM2 folder (points-only instances need it).")
+def shots_check(film, shots_yaml, preset, tracker, sam2):
     """Check SHOTS_YAML against FILM: syntax, ranges, regions, colour names."""
     from restorer.pipelines.shots import check_shots
+    from restorer.presets import DEFAULT_PRESET, load_preset, open_engine
 
-    resolved = check_shots(film, shots_yaml)
+    chosen = load_preset(preset or DEFAULT_PRESET)
+    engine = open_engine(chosen) if chosen.engine == "stencil" else None  # diffusion engines read free text
+    resolved = check_shots(film, shots_yaml, engine=engine,
+                           segmenter_available=tracker == "sam2" or sam2 is not None)
     for s in resolved:
         names = ", ".join(f"{i.name} ({i.text})" for i in s.instances) or "no instances"
         kind = "detected" if s.detected else "from file"

@@ -302,3 +302,11 @@ def test_audio_the_output_container_cannot_hold_is_refused_before_work(tmp_path,
     refused(proc, one_error, "o.mp4", "pcm_u8", ".mkv")
     assert not any(outdir.iterdir()), "refused before any work: no job folder, no partial file"
     assert restorer("colorize", film, "-o", outdir / "o.mkv", *FAST).returncode == 0
+
+
+def test_shots_check_finds_an_unknown_colour_word_at_its_line(tmp_path, clip, restorer, one_error):
+    shots = tmp_path / "s.yaml"
+    shots.write_text("version: 1\nshots:\n  - instances:\n      - name: car\n        text: a blorpish car\n"
+                     "        prompts:\n          - frame: 3\n            box: [1, 1, 20, 20]\n")
+    proc = restorer("shots", "check", clip, shots)
+    refused(proc, one_error, "s.yaml:5", "blorpish", "did you mean")

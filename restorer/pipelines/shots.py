@@ -202,6 +202,7 @@ def check_shots(
     *,
     segmenter_available: bool = False,
     detected_cuts: list[int] | None = None,
+    engine=None,
 ) -> list[ResolvedShot]:
     """``restorer shots check``: load a shots file and check it against its film (or photo).
 
@@ -210,10 +211,14 @@ def check_shots(
 
     Raises:
         ShotsError: the file does not parse or does not fit the film.
-        InputError: the film cannot be read.
+        InputError: the film cannot be read, or ``engine`` refuses an instance text.
     """
+    from restorer.pipelines.frames import check_texts
+
     info = probe_film(Path(film_path))
     shots = load_shots(shots_path)
+    if engine is not None:
+        check_texts(engine, shots)  # e.g. the stencil engine needs a colour name in every text
     return resolve_shots(shots, frame_count=info.frame_count, size=(info.width, info.height),
                          frame_rate=info.frame_rate, detected_cuts=detected_cuts,
                          segmenter_available=segmenter_available)
