@@ -81,6 +81,7 @@ from __future__ import annotations
 import bisect
 import functools
 import heapq
+import bisect
 import io
 import logging
 import os
@@ -188,6 +189,14 @@ class VideoInfo:
     def time(self, index: int) -> Fraction:
         """Seconds from the first frame's pts to frame ``index``."""
         return (self.pts[index] - self.pts[0]) * self.time_base
+
+    def frame_at(self, seconds: Fraction) -> int:
+        """The index of the frame shown at ``seconds`` from the first (nearest start; variable frame
+        rate included); ``frame_count`` once past the middle of the last frame."""
+        times = [self.time(i) for i in range(self.frame_count)]
+        end = Fraction(self.duration_s).limit_denominator(1 << 20)
+        bounds = [(a + b) / 2 for a, b in zip(times, times[1:] + [end])]
+        return bisect.bisect_right(bounds, Fraction(seconds))
 
     def timecode(self, index: int) -> str:
         """Frame ``index``'s time as "HH:MM:SS.mmm" from the film's start."""

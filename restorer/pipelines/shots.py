@@ -194,6 +194,7 @@ class FilmInfo:
     width: int
     height: int
     frame_rate: Fraction | None
+    frame_at: Callable[[Fraction], int] | None = None  # pts-exact, for variable frame rate
 
 
 def check_shots(
@@ -220,7 +221,7 @@ def check_shots(
     if engine is not None:
         check_texts(engine, shots)  # e.g. the stencil engine needs a colour name in every text
     return resolve_shots(shots, frame_count=info.frame_count, size=(info.width, info.height),
-                         frame_rate=info.frame_rate, detected_cuts=detected_cuts,
+                         frame_rate=info.frame_rate, frame_at=info.frame_at, detected_cuts=detected_cuts,
                          segmenter_available=segmenter_available)
 
 
@@ -233,7 +234,7 @@ def probe_film(path: Path) -> FilmInfo:
     from restorer.io.video import probe
 
     info = probe(path)
-    return FilmInfo(info.frame_count, info.width, info.height, info.frame_rate)
+    return FilmInfo(info.frame_count, info.width, info.height, info.frame_rate, info.frame_at)
 
 
 def _probe_image(path: Path) -> FilmInfo:

@@ -76,7 +76,7 @@ def load_film_shots(film: Path, info, opts: ColorizeOptions, job: Job | None = N
     if shots_file is None or not _covers_all(shots_file, info):
         cuts = _cached_cuts(film, job, detect_cuts)
     return resolve_shots(shots_file, frame_count=info.frame_count, size=(info.width, info.height),
-                         frame_rate=info.frame_rate, detected_cuts=cuts,
+                         frame_rate=info.frame_rate, frame_at=info.frame_at, detected_cuts=cuts,
                          segmenter_available=opts.tracker == "sam2" or opts.sam2 is not None)
 
 
@@ -84,7 +84,8 @@ def _covers_all(shots_file, info) -> bool:
     from restorer.config import resolve_shots
     try:
         shots = resolve_shots(shots_file, frame_count=info.frame_count, size=(info.width, info.height),
-                              frame_rate=info.frame_rate, detected_cuts=[], segmenter_available=True)
+                              frame_rate=info.frame_rate, frame_at=info.frame_at, detected_cuts=[],
+                              segmenter_available=True)
     except Exception:  # the real resolve below reports the problem with its line
         return True
     return not any(s.detected for s in shots)

@@ -370,3 +370,12 @@ def test_megamind_packed_bframes_in_display_order():
     assert [f.index for f in frames] == list(range(info.frame_count)) and len(frames) == 270
     assert [f.pts for f in frames] == sorted(f.pts for f in frames)
     assert reader.damaged == []
+
+
+def test_frame_at_follows_the_pts_of_a_variable_frame_rate_film(tmp_path):
+    src = make_clip(tmp_path / "vfr.mkv", frames=30, vfr=True, codec="ffv1", audio_streams=0)
+    info = V.probe(src)
+    assert [info.frame_at(info.time(i)) for i in range(info.frame_count)] == list(range(info.frame_count))
+    assert info.frame_at(Fraction(info.duration_s)) == info.frame_count
+    gaps = [info.time(i + 1) - info.time(i) for i in range(info.frame_count - 1)]
+    assert len(set(gaps)) > 1, "the clip really has a variable frame rate"
