@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -196,9 +197,13 @@ class Job:
 
     def _remove_stale_partials(self) -> None:
         """Temporary outputs of a killed run (we hold the lock, so no live run owns them)."""
-        for stale in self.output.parent.glob(f".{self.output.stem}.*partial*{self.output.suffix}"):
-            log.debug("removing %s, left by an interrupted run", stale)
-            stale.unlink(missing_ok=True)
+        stem, suffix = re.escape(self.output.stem), re.escape(self.output.suffix)
+        # partial_name()'s scheme, and io.video.assemble()'s
+        ours = re.compile(rf"\.{stem}\.(partial-\d+-\d+|\d+\.partial){suffix}")
+        for stale in self.output.parent.iterdir():
+            if ours.fullmatch(stale.name) and stale.is_file():
+                log.debug("removing %s, left by an interrupted run", stale)
+                stale.unlink(missing_ok=True)
 
     @staticmethod
     def _read_manifest(path: Path) -> dict[str, Any] | None:

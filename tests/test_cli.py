@@ -310,3 +310,11 @@ def test_shots_check_finds_an_unknown_colour_word_at_its_line(tmp_path, clip, re
                      "        prompts:\n          - frame: 3\n            box: [1, 1, 20, 20]\n")
     proc = restorer("shots", "check", clip, shots)
     refused(proc, one_error, "s.yaml:5", "blorpish", "did you mean")
+
+
+def test_cleanup_spares_the_temporary_files_of_similarly_named_outputs(tmp_path, clip, restorer):
+    live = tmp_path / ".film.v2.4242.partial.mkv"  # film.v2.mkv's assembly, maybe still running
+    live.write_bytes(b"x")
+    proc = restorer("colorize", clip, "-o", tmp_path / "film.mkv", "--codec", "ffv1", *FAST)
+    assert proc.returncode == 0, proc.stderr
+    assert live.exists()

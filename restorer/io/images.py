@@ -30,6 +30,10 @@ from restorer.errors import InputError, OutputError
 
 log = logging.getLogger(__name__)
 
+# Archive scans are local files the user chose, and large-format scans pass Pillow's
+# 89-megapixel "decompression bomb" guard: read them like any other photo.
+Image.MAX_IMAGE_PIXELS = None
+
 FORMATS_BY_SUFFIX = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",
                      ".webp": "WEBP"}
 _MAX_DEPTH = {"PNG": 16, "TIFF": 16, "JPEG": 8, "WEBP": 8}

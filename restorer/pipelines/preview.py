@@ -39,6 +39,18 @@ def preview_frames(shot, every: int) -> list[int]:
     return sorted(picks)
 
 
+TILE_WIDTH = 320
+
+
+def _thumbnail(rgb: np.ndarray) -> np.ndarray:
+    import cv2
+
+    h, w = rgb.shape[:2]
+    if w <= TILE_WIDTH:
+        return rgb
+    return cv2.resize(rgb, (TILE_WIDTH, max(1, round(h * TILE_WIDTH / w))), interpolation=cv2.INTER_AREA)
+
+
 def write_png(path: Path, rgb: np.ndarray, overwrite: bool) -> None:
     from PIL import Image
 
@@ -57,6 +69,9 @@ def shots_preview(film: Path, out_dir: Path, opts: ColorizeOptions, *, every: in
     from restorer.pipelines.video import load_film_shots
 
     require_file(film)
+    sheet = out_dir / "contact_sheet.png"
+    if sheet.exists() and not opts.overwrite:
+        raise OutputError("output exists", path=sheet, hint="pass --overwrite, or choose another folder")
     info = probe(film)
     shots = load_film_shots(film, info, opts)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -72,9 +87,8 @@ def shots_preview(film: Path, out_dir: Path, opts: ColorizeOptions, *, every: in
                     continue
                 rgb = draw_preview(luma_to_unit(f.luma, info), masks.get(f.index), names)
                 write_png(out_dir / f"shot{shot.index + 1:04d}_frame{f.index:06d}.png", rgb, opts.overwrite)
-                tiles.append(rgb)
+                tiles.append(_thumbnail(rgb))  # the sheet holds small tiles: a long film stays in memory
                 labels.append(f"{shot.index + 1}:{f.index} {info.timecode(f.index)[3:]}")
-    sheet = out_dir / "contact_sheet.png"
     write_png(sheet, contact_sheet(tiles, labels, columns), opts.overwrite)
     log.info("wrote %d preview frames and %s", len(tiles), sheet)
     return sheet
