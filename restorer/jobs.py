@@ -48,7 +48,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
     tmp = partial_name(final)
     try:
         yield tmp
-        _fsync(tmp)
+        fsync_file(tmp)
         os.replace(tmp, final)
     finally:
         if tmp.exists():
@@ -81,7 +81,7 @@ def open_atomic(final: Path, mode: str = "wb", *, sync: bool = True) -> Iterator
             tmp.unlink()
 
 
-def _fsync(path: Path) -> None:
+def fsync_file(path: Path) -> None:
     if path.is_file():
         with open(path, "rb") as f:
             os.fsync(f.fileno())

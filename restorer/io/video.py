@@ -81,7 +81,6 @@ from __future__ import annotations
 import bisect
 import functools
 import heapq
-import bisect
 import io
 import logging
 import os
@@ -94,6 +93,7 @@ import av
 import numpy as np
 
 from restorer.errors import InputError, OutputError
+from restorer.jobs import fsync_file
 
 logger = logging.getLogger(__name__)
 
@@ -664,6 +664,7 @@ class SegmentWriter:
         self._container.mux(self._stream.encode(None))
         self._container.close()
         self._container = None
+        fsync_file(self._tmp)  # a segment recorded as done must survive a crash of the machine
         os.replace(self._tmp, self.path)
         logger.debug("wrote %s (%d frames)", self.path, self.frames_written)
 
@@ -808,6 +809,7 @@ def assemble(segments: Iterable[str | Path], source: str | Path, info: VideoInfo
     tmp = output.with_name(f".{output.stem}.{os.getpid()}.partial{output.suffix}")
     try:
         _remux(segments, Path(source), tmp, output)
+        fsync_file(tmp)
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)

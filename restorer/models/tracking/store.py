@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import zlib
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from restorer.jobs import open_atomic
+from restorer.jobs import fsync_file, open_atomic
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +84,8 @@ class MaskStore:
         if missing:
             raise RuntimeError(f"mask store {self.folder}: {len(missing)} frames never written, "
                                f"first {missing[0]}")
-        os.sync()  # the frames reach the disk before the marker that vouches for them
+        for i in range(self.start, self.end + 1):  # the frames reach the disk before the marker vouching for them
+            fsync_file(self._path(i))
         _write_atomic(self.folder / _MARKER, json.dumps(self._meta()).encode())
         self.complete = True
 
