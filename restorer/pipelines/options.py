@@ -27,13 +27,16 @@ class ColorizeOptions:
     save_masks: Path | None = None
     chunk_frames: int = 240
     overrides: dict[str, Any] = field(default_factory=dict)
+    preset_config: dict[str, Any] = field(default_factory=dict)  # the loaded preset, so an edited YAML counts
 
     def result_settings(self) -> dict[str, Any]:
         """Every setting that changes the pixels of the result (the job fingerprint)."""
+        from restorer import __version__
+
         keep = ("preset", "seed", "codec", "bit_depth", "weights", "base", "tracker", "sam2", "chunk_frames",
-                "overrides")
+                "overrides", "preset_config")
         d = asdict(self)
-        return {k: (str(d[k]) if isinstance(d[k], Path) else d[k]) for k in keep}
+        return {"version": __version__, **{k: (str(d[k]) if isinstance(d[k], Path) else d[k]) for k in keep}}
 
 
 def shot_seed(seed: int, shot_start: int) -> int:

@@ -42,11 +42,15 @@ class PhotoResult:
     seconds: float = 0.0
 
 
-def _unit_key(task: PhotoTask) -> str:
-    """A photo's unit of work: its source (as it is now) and its output. The set of photos may
-    change between runs (an archive grows, a bad scan is removed) without redoing finished ones."""
+def _unit_key(task: PhotoTask, shots: Path | None = None) -> str:
+    """A photo's unit of work: its source (as it is now), its notes and its output. The set of photos
+    may change between runs (an archive grows, a bad scan is removed) without redoing finished ones."""
+    from restorer.config import find_sidecar
+
+    notes = shots or find_sidecar(task.source)
     ident = settings_fingerprint({"source": str(task.source.resolve()), "output": str(task.output.resolve()),
-                                  "file": input_fingerprint(task.source)})
+                                  "file": input_fingerprint(task.source),
+                                  "notes": notes.read_text(encoding="utf-8", errors="replace") if notes else None})
     return f"photos/{ident}"
 
 
@@ -122,7 +126,7 @@ class PhotoColorizationPipeline:
             task_id = bar.add_task("photos", total=len(tasks)) if bar is not None else None
             failed: list[InputError] = []
             for task in tasks:
-                key = _unit_key(task)
+                key = _unit_key(task, self.opts.shots)
                 if job.unit_done(key) is not None:
                     result.frames_reused += 1
                     result.outputs.append(task.output)
@@ -154,7 +158,7 @@ class PhotoColorizationPipeline:
         if self.opts.overwrite:
             return
         for task in tasks:
-            if task.output.exists() and job.unit_done(_unit_key(task)) is None:
+            if task.output.exists() and job.unit_done(_unit_key(task, self.opts.shots)) is None:
                 raise OutputError("output exists", path=task.output,
                                   hint="pass --overwrite to replace it, or choose another output folder")
 

@@ -40,6 +40,7 @@ def colorize_run(inputs: list[Path], output: Path, opts: ColorizeOptions) -> dic
     kind = classify(inputs)
     preset = load_preset(opts.preset or DEFAULT_PRESET)
     opts.preset = preset.name
+    opts.preset_config = preset.model_dump()
     # A CPU-only engine needs no device probe: `auto` would import torch (seconds) for nothing.
     device = "cpu" if opts.device == "auto" and preset.runs_on == "cpu" else resolve_device(opts.device)
     clock = Stopwatch()

@@ -91,7 +91,7 @@ def watch_folder(folder: Path, output: Path, pipeline: PhotoColorizationPipeline
     obs.start()
     done = 0
     try:
-        for src in sorted(p for p in folder.rglob("*") if p.is_file() and is_image(p)):
+        for src in sorted(p for p in folder.rglob("*") if p.is_file() and is_image(p) and not p.name.startswith(".")):
             done += _one(src, folder, output, pipeline)
         if not once:
             log.info("watching %s for new photos (Ctrl-C to stop)", folder)
