@@ -173,6 +173,8 @@ class VideoColorizationPipeline:
             else:
                 result.frames_reused += record["frames"]
             result.damaged.extend(record["damaged"])
+            if result.damaged and self.opts.strict:
+                break  # no need to colorize the rest of a film that will be refused
             if record["frames"]:
                 files.append(job.folder / record["file"])
             if bar is not None:
