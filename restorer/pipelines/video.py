@@ -117,8 +117,8 @@ class VideoColorizationPipeline:
 
         require_file(film)
         check_output(output, [film], overwrite=self.opts.overwrite)
-        check_container(output, film)
         info = probe(film)
+        check_container(output, film)  # after probe: a bad film gets its own message first
         clock = Stopwatch()
         result = VideoResult(output=output, frames=info.frame_count)
         if info.is_color:
