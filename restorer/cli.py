@@ -234,5 +234,15 @@ def colors(query):
     click.echo("\n".join(names))
 
 
+def _register_training_commands() -> None:
+    from restorer.cli_train import dataset, evaluate, train
+
+    main.add_command(dataset)
+    main.add_command(train)
+    main.add_command(evaluate)
+
+
+_register_training_commands()
+
 if __name__ == "__main__":
     main()

@@ -89,9 +89,10 @@ def load(root: Path, opts: dict[str, Any]) -> MTColorModel:
     from restorer.models.mtcolor.loading import load_part, require
 
     require(root, ("unet", "controlnet", "adapter"), "tiny MT-Color weights", "--weights", "RESTORER_WEIGHTS")
-    unet = load_part(UNet2DConditionModel, root / "unet", "tiny U-Net weights")
-    controlnet = load_part(ControlNetModel, root / "controlnet", "tiny ControlNet weights")
-    adapter = load_part(MTColorAdapter, root / "adapter", "tiny adapter weights")
+    quiet = {"low_cpu_mem_usage": False}  # small models; without accelerate diffusers warns on each load otherwise
+    unet = load_part(UNet2DConditionModel, root / "unet", "tiny U-Net weights", **quiet)
+    controlnet = load_part(ControlNetModel, root / "controlnet", "tiny ControlNet weights", **quiet)
+    adapter = load_part(MTColorAdapter, root / "adapter", "tiny adapter weights", **quiet)
     return MTColorModel(unet, controlnet, adapter)
 
 

@@ -1,0 +1,76 @@
+"""Tiny preset with its shipped weights: seconds per 512x512 photo, whole photo path.
+
+Run: python bench/bench_tiny.py [--threads 2] [--repeats 5] [--instances 0]
+
+Times what ``restorer colorize photo.png --preset tiny`` spends per photo once the engine is
+open: engine (EfficientNet-Lite0 features, 20 guided DDIM steps, multi-instance sampling when
+instances are given), luma-guided chroma upsampling and recombination. Loading the models
+(about 10 s, once per run) is reported apart. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import numpy as np
+import torch
+
+
+def photo(size: int = 512) -> np.ndarray:
+    """A smooth gray test picture with edges (luma in [0, 1])."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    luma = 0.3 + 0.4 * xx * (1 - yy) + 0.2 * np.sin(8 * xx) * np.cos(6 * yy)
+    luma[size // 4: size // 2, size // 3: 2 * size // 3] = 0.8
+    return np.clip(luma, 0, 1).astype(np.float32)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--instances", type=int, default=0, help="instance masks (bands) with texts")
+    ap.add_argument("--size", type=int, default=512)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from restorer.io.color import recombine_rgb
+    from restorer.models.engine import FrameInput, InstanceText, ShotContext
+    from restorer.models.mtcolor.engine import open_mtcolor
+    from restorer.models.mtcolor.tiny import shipped
+    from restorer.pipelines.frames import full_chroma
+    from restorer.presets import load_preset
+
+    t0 = time.perf_counter()
+    preset = load_preset("tiny")
+    engine = open_mtcolor(dict(preset.options), device="cpu", weights=None, base=None, overrides={})
+    load_s = time.perf_counter() - t0
+    luma = photo(args.size)
+    masks = np.zeros((args.instances, args.size, args.size), bool)
+    colours = ["red", "blue", "green", "yellow", "purple", "orange"]
+    for k in range(args.instances):
+        masks[k, :, k * args.size // (args.instances + 1):(k + 1) * args.size // (args.instances + 1)] = True
+    ctx = ShotContext(seed=0, prompt=None, size=luma.shape, instances=tuple(
+        InstanceText(f"i{k}", f"a {colours[k % 6]} object") for k in range(args.instances)))
+
+    def once() -> None:
+        (ab,) = list(engine.shot(ctx, [FrameInput(0, luma, masks)]))
+        recombine_rgb(luma, full_chroma(ab, luma), "bt601")
+
+    once()  # warm-up (builds the recombination table)
+    times = []
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        once()
+        times.append(time.perf_counter() - t)
+    print(f"weights: {shipped() or 'random init (none shipped)'}; {platform.processor() or platform.machine()}, "
+          f"{args.threads} torch threads, torch {torch.__version__}")
+    print("| photo | instances | steps | s/photo (median) | min | max | engine load s |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| {args.size}x{args.size} | {args.instances} | {preset.options.get('steps')} | "
+          f"{np.median(times):.2f} | {min(times):.2f} | {max(times):.2f} | {load_s:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Click commands for training: ``dataset build``, ``train``, ``eval``.
+
+They only parse and validate, then call the library (:mod:`restorer.pipelines.dataset`,
+:mod:`restorer.pipelines.train`, :mod:`restorer.pipelines.evaluate`). The main group registers
+them with ``main.add_command(...)``; ``python -m restorer.cli_train`` runs them standalone.
+Errors are :class:`restorer.errors.RestorerError` and reach the main group's handler.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import click
+
+log = logging.getLogger(__name__)
+
+
+def _threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+@click.group("dataset")
+def dataset() -> None:
+    """Build training datasets (instance masks + "object + colour" texts)."""
+
+
+@dataset.command("build")
+@click.argument("images", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Dataset folder to write (resumes if it exists).")
+@click.option("--val-fraction", default=0.1, show_default=True, type=click.FloatRange(0.0, 0.9),
+              help="Share of photos held out for validation (by file-name hash).")
+@click.option("--size", default=256, show_default=True, type=click.IntRange(32, 4096),
+              help="Long side of the stored images and masks.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--threads", default=1, show_default=True, type=int, help="torch CPU threads.")
+@click.option("--contact-sheet", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also draw images, masks and texts into this PNG.")
+def dataset_build(images: Path, out: Path, val_fraction: float, size: int, seed: int, threads: int,
+                  contact_sheet: Path | None) -> None:
+    """Build a dataset from the colour photos in IMAGES."""
+    from restorer.pipelines.dataset import build_dataset, dataset_contact_sheet
+
+    _threads(threads)
+    manifest = build_dataset(images, out, val_fraction=val_fraction, size=size, seed=seed)
+    if contact_sheet:
+        dataset_contact_sheet(out, contact_sheet)
+    click.echo(json.dumps({k: manifest[k] for k in ("count", "train", "val", "inputs_sha256")}))
+
+
+@click.command("train")
+@click.option("--preset", default="tiny", show_default=True, help="Preset name or YAML path.")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Dataset folder from 'restorer dataset build'.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder (stageN/ checkpoints, final/, log.csv, loss.png; cache/).")
+@click.option("--stage", required=True, type=click.IntRange(0, 2),
+              help="0: tiny's base; 1: instance module; 2: ControlNet + PMAM.")
+@click.option("--steps", required=True, type=click.IntRange(1), help="Optimizer steps of this stage.")
+@click.option("--resume", is_flag=True, help="Continue from the stage's latest checkpoint, exactly.")
+@click.option("--init", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Start from these weights instead of out/stage{N-1}/final.")
+@click.option("--batch", default=8, show_default=True, type=click.IntRange(1))
+@click.option("--lr", default=1e-3, show_default=True, type=float)
+@click.option("--warmup", default=100, show_default=True, type=click.IntRange(1))
+@click.option("--views", default=6, show_default=True, type=click.IntRange(1),
+              help="Augmented views per photo in the frozen-feature cache.")
+@click.option("--checkpoint-every", default=250, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--threads", default=1, show_default=True, type=int, help="torch CPU threads.")
+@click.option("--export", "export", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Afterwards, copy the stage's final weights here in float16 (what the package ships).")
+def train(preset: str, data: Path, out: Path, stage: int, steps: int, resume: bool, init: Path | None,
+          batch: int, lr: float, warmup: int, views: int, checkpoint_every: int, seed: int, threads: int,
+          export: Path | None) -> None:
+    """Train one stage of an MT-Color preset on a dataset."""
+    from restorer.pipelines.train import TrainConfig, export_weights
+    from restorer.pipelines.train import train as run
+
+    _threads(threads)
+    cfg = TrainConfig(stage=stage, steps=steps, batch=batch, lr=lr, warmup=warmup, seed=seed,
+                      checkpoint_every=checkpoint_every)
+    summary = run(preset, data, out, stage=stage, steps=steps, resume=resume, init=init, config=cfg,
+                  views=views, progress=True)
+    if export is not None:
+        summary["exported"] = str(export_weights(Path(summary["final"]), export))
+    click.echo(json.dumps(summary))
+
+
+@click.command("eval")
+@click.argument("pred", type=click.Path(exists=True, path_type=Path), required=False)
+@click.argument("gt", type=click.Path(exists=True, path_type=Path), required=False)
+@click.option("-o", "--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the JSON here (default: stdout).")
+@click.option("--split", "split_data", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Instead of PRED GT: colorize this dataset's validation split with the "
+                                 "preset and measure everything, binding and leakage included.")
+@click.option("--preset", default="tiny", show_default=True)
+@click.option("--weights", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None)
+@click.option("--save", "save_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="With --split: keep the outputs and a contact sheet here.")
+@click.option("--per-image", default=3, show_default=True, type=click.IntRange(0),
+              help="With --split: instances per photo given a counter colour (binding, leakage).")
+@click.option("--threads", default=1, show_default=True, type=int)
+def evaluate(pred: Path | None, gt: Path | None, out: Path | None, split_data: Path | None, preset: str,
+             weights: Path | None, save_dir: Path | None, per_image: int, threads: int) -> None:
+    """Compare PRED with GT (folders of images, or films) and write metrics as JSON."""
+    from restorer.errors import InputError
+    from restorer.pipelines import evaluate as ev
+
+    _threads(threads)
+    if split_data is not None:
+        result = ev.evaluate_split(split_data, preset=preset, weights=weights, save=save_dir, per_image=per_image)
+        result.pop("raw")
+        if save_dir is not None:
+            ev.contact_sheet(save_dir, save_dir / "contact_sheet.png")
+    elif pred is None or gt is None:
+        raise InputError("give PRED and GT, or --split DATASET")
+    else:
+        result = ev.evaluate_paths(pred, gt)
+    text = json.dumps(result, indent=1, sort_keys=True)
+    if out:
+        out.write_text(text + "\n")
+    click.echo(text)
+
+
+COMMANDS = (dataset, train, evaluate)
+
+
+@click.group()
+def _standalone() -> None:
+    """Training commands (the main 'restorer' group registers the same commands)."""
+
+
+for _cmd in COMMANDS:
+    _standalone.add_command(_cmd)
+
+if __name__ == "__main__":
+    from restorer.console import setup_logging
+
+    setup_logging()
+    _standalone()

@@ -1,0 +1,349 @@
+"""``restorer dataset build``: the offline counterpart of the paper's GPT-Color pipeline (Sec. III-D).
+
+For each colour photo (sorted by name, so the output does not depend on the file system):
+
+1. the photo is scaled so its long side is ``size`` pixels (256) and stored as PNG;
+2. instance masks: a Felzenszwalb over-segmentation of the colour image at 128 px, merged
+   greedily (smallest region into its most similar neighbour in CIELab, and neighbours closer
+   than ``merge_delta``) until there are ``min_regions``-``max_regions`` regions each at least
+   ``min_area`` of the image. The regions are a partition: their masks cover the image once.
+   Written as one label PNG per photo (value k = instance k);
+3. an instance text per region in the paper's "object + colour" form, "a green tree": the
+   colour named from the region's mean CIELab through a basic palette of the lexicon
+   (:data:`PALETTE`, nearest in Lab with L* at half weight), the object word from
+   EfficientNet-Lite0's ImageNet label on the region's box when its probability is at least
+   ``min_confidence``, otherwise the generic noun "area";
+4. a global text starting with the overall tone and listing the largest regions with colours:
+   "a warm, colourful photo of a blue sky, a green tree and a gray area".
+
+Validation split: a photo is in ``val`` when the first 8 hex digits of the SHA-256 of its
+*file name* fall below ``val_fraction`` of the range, so the split is fixed by the name alone
+(adding photos never moves an old one between splits) and the seed does not touch it.
+
+Resumable: each photo's record is written (atomically) to ``records/NAME.json`` and skipped
+when present; ``dataset.jsonl`` and ``manifest.json`` (with the SHA-256 of the sorted inputs'
+names and contents) are rewritten at the end from the records, so a second run gives
+byte-identical output.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+from PIL import Image, ImageOps
+
+log = logging.getLogger(__name__)
+
+PALETTE = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "gray", "white", "black",
+           "teal", "beige", "olive", "navy", "maroon", "tan", "sky blue", "dark green", "light blue",
+           "dark brown", "khaki")
+# Vivid colours a counter-colour instance (training augmentation, eval binding) may be asked to take.
+COUNTER_COLORS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "teal")
+GENERIC = "area"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    size: int = 256
+    val_fraction: float = 0.1
+    min_regions: int = 3
+    max_regions: int = 12
+    min_area: float = 0.02
+    merge_delta: float = 12.0
+    min_confidence: float = 0.35
+
+
+def palette_lab() -> dict[str, np.ndarray]:
+    from restorer.models.colornames import parse_color
+
+    return {n: np.array(parse_color(n).lab, dtype=np.float64) for n in PALETTE}
+
+
+def name_color(lab: np.ndarray, palette: dict[str, np.ndarray] | None = None) -> str:
+    """The palette name nearest to a CIELab colour (L* at half weight: luma comes from the source)."""
+    palette = palette or palette_lab()
+    w = np.array([0.5, 1.0, 1.0])
+    return min(palette, key=lambda n: float((((palette[n] - lab) * w) ** 2).sum()))
+
+
+def in_validation(name: str, fraction: float) -> bool:
+    return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) < fraction * 0x100000000
+
+
+def list_images(images: Path | Iterable[Path]) -> list[Path]:
+    """Image files of a folder (sorted by name), or the given paths."""
+    if isinstance(images, (str, Path)):
+        images = [p for p in Path(images).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    return sorted((Path(p) for p in images), key=lambda p: p.name)
+
+
+# --- segmentation -------------------------------------------------------------------------------
+
+def segment(rgb: np.ndarray, opts: BuildOptions = BuildOptions()) -> np.ndarray:
+    """(H, W, 3) sRGB in [0, 1] -> (H, W) uint8 labels 0..n-1, n in [min_regions, max_regions] when possible."""
+    from skimage.segmentation import felzenszwalb
+
+    from restorer.io.color import srgb_to_lab
+
+    h, w = rgb.shape[:2]
+    scale = 128 / max(h, w)
+    small = np.asarray(Image.fromarray((rgb * 255).round().astype(np.uint8)).resize(
+        (max(8, round(w * scale)), max(8, round(h * scale))), Image.BILINEAR), dtype=np.float32) / 255
+    labels = felzenszwalb(small, scale=100, sigma=0.8, min_size=20)
+    labels = _merge(labels, srgb_to_lab(small).reshape(-1, 3), opts)
+    return np.asarray(Image.fromarray(labels.astype(np.uint8)).resize((w, h), Image.NEAREST))
+
+
+def _merge(labels: np.ndarray, lab: np.ndarray, opts: BuildOptions) -> np.ndarray:
+    """Greedy merging of adjacent regions; returns labels renumbered 0..n-1 by first appearance."""
+    flat = labels.ravel().copy()
+    n_px = flat.size
+    while True:
+        ids, area = np.unique(flat, return_counts=True)
+        means = {i: lab[flat == i].mean(0) for i in ids}
+        pairs = _adjacent(flat.reshape(labels.shape))
+        if len(ids) <= opts.min_regions or not pairs:
+            break
+        dist = {p: float(np.linalg.norm(means[p[0]] - means[p[1]])) for p in pairs}
+        small = ids[np.argmin(area)]
+        if len(ids) > opts.max_regions or area.min() < opts.min_area * n_px:
+            cand = [p for p in pairs if small in p]
+            a, b = min(cand, key=lambda p: (dist[p], p))
+        else:
+            (a, b) = min(pairs, key=lambda p: (dist[p], p))
+            if dist[(a, b)] >= opts.merge_delta:
+                break
+        keep, drop = (a, b) if (flat == a).sum() >= (flat == b).sum() else (b, a)
+        flat[flat == drop] = keep
+    _, first = np.unique(flat, return_index=True)
+    order = {old: new for new, old in enumerate(flat[np.sort(first)])}
+    return np.vectorize(order.get)(flat).reshape(labels.shape)
+
+
+def _adjacent(labels: np.ndarray) -> set[tuple[int, int]]:
+    pairs = set()
+    for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1], labels[1:])):
+        diff = a != b
+        for x, y in np.unique(np.stack([a[diff], b[diff]], 1), axis=0):
+            pairs.add((int(min(x, y)), int(max(x, y))))
+    return pairs
+
+
+# --- texts --------------------------------------------------------------------------------------
+
+class ObjectNamer:
+    """EfficientNet-Lite0's ImageNet top-1 label on a crop, or ``GENERIC`` below the confidence."""
+
+    def __init__(self, min_confidence: float):
+        import torch
+
+        from restorer.models.mtcolor.features import _load_lite0
+
+        torch.manual_seed(0)
+        self.net, self.min_confidence = _load_lite0().eval(), min_confidence
+        from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+        self.labels = list(_IMAGENET_CATEGORIES)
+
+    def __call__(self, crop: np.ndarray) -> str:
+        import torch
+        import torch.nn.functional as F
+
+        x = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32)).permute(2, 0, 1)[None]
+        x = F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False, antialias=True)
+        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        with torch.no_grad():
+            p = self.net((x - mean) / std).softmax(-1)[0]
+        conf, idx = float(p.max()), int(p.argmax())
+        return self.labels[idx].lower() if conf >= self.min_confidence else GENERIC
+
+
+@functools.lru_cache(maxsize=2)
+def object_namer(min_confidence: float) -> ObjectNamer:
+    """One classifier per process (it takes seconds to load)."""
+    return ObjectNamer(min_confidence)
+
+
+def instance_text(obj: str, color: str) -> str:
+    return f"a {color} {obj}"
+
+
+def tone_words(lab: np.ndarray) -> str:
+    """Overall tone of an image from its pixels' CIELab: warm/cool/neutral and colourful/muted/gray."""
+    chroma = float(np.hypot(lab[:, 1], lab[:, 2]).mean())
+    b_mean = float(lab[:, 2].mean())
+    vivid = "colourful" if chroma > 25 else "muted" if chroma > 8 else "nearly gray"
+    warmth = "warm" if b_mean > 8 else "cool" if b_mean < -4 else "neutral"
+    return f"a {warmth}, {vivid} photo"
+
+
+def global_text(tone: str, instances: list[dict[str, Any]], most: int = 4) -> str:
+    big = sorted(instances, key=lambda r: -r["area"])[:most]
+    phrases = [r["text"] for r in big]
+    listing = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+    return f"{tone} of {listing}"
+
+
+# --- one photo ----------------------------------------------------------------------------------
+
+def load_rgb(path: Path, size: int) -> np.ndarray:
+    """sRGB (H, W, 3) float32 in [0, 1], long side ``size`` (never enlarged), EXIF orientation applied."""
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im).convert("RGB")
+        scale = min(1.0, size / max(im.size))
+        if scale < 1:
+            im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.LANCZOS)
+        return np.asarray(im, dtype=np.float32) / 255
+
+
+def describe(rgb: np.ndarray, labels: np.ndarray, namer, palette: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Instance records and the global text of one segmented photo."""
+    from restorer.io.color import srgb_to_lab
+
+    lab = srgb_to_lab(rgb).reshape(-1, 3)
+    instances = []
+    for k in range(int(labels.max()) + 1):
+        m = labels.ravel() == k
+        mean = lab[m].mean(0)
+        color = name_color(mean, palette)
+        ys, xs = np.nonzero(labels == k)
+        obj = namer(rgb[ys.min():ys.max() + 1, xs.min():xs.max() + 1])
+        instances.append({"id": k, "object": obj, "color": color, "text": instance_text(obj, color),
+                          "area": round(float(m.mean()), 6), "lab": [round(float(v), 3) for v in mean]})
+    return {"instances": instances, "global": global_text(tone_words(lab), instances)}
+
+
+def _file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _build_one(path: Path, out: Path, opts: BuildOptions, namer, palette) -> dict[str, Any]:
+    rgb = load_rgb(path, opts.size)
+    labels = segment(rgb, opts)
+    stem = path.stem
+    Image.fromarray((rgb * 255).round().astype(np.uint8)).save(out / "images" / f"{stem}.png")
+    Image.fromarray(labels).save(out / "masks" / f"{stem}.png")
+    rec = {"name": stem, "source": path.name, "sha256": _file_hash(path),
+           "split": "val" if in_validation(path.name, opts.val_fraction) else "train",
+           "image": f"images/{stem}.png", "masks": f"masks/{stem}.png",
+           "size": [int(rgb.shape[0]), int(rgb.shape[1])], **describe(rgb, labels, namer, palette)}
+    return rec
+
+
+def build_dataset(images: Path | Iterable[Path], out: Path, *, val_fraction: float = 0.1, size: int = 256,
+                  seed: int = 0, limit: int | None = None, progress=None, namer=None) -> dict[str, Any]:
+    """Build (or resume building) a dataset folder; returns the manifest.
+
+    Args:
+        images: a folder of colour photos, or a list of files.
+        out: the dataset folder (created; records already there are kept, i.e. resumed).
+        val_fraction: share of photos (by name hash) held out as the validation split.
+        size: long side of the stored images and masks.
+        seed: recorded in the manifest; the builder itself draws no random numbers.
+        limit: only the first ``limit`` photos (tests).
+        progress: optional callable(done, total, name).
+        namer: replaces the ImageNet classifier (tests): callable(crop RGB) -> object word.
+
+    Raises:
+        InputError: no images found.
+    """
+    from restorer.errors import InputError
+
+    paths = list_images(images)[:limit]
+    if not paths:
+        raise InputError("no images to build a dataset from", path=images if isinstance(images, Path) else None,
+                         hint="give a folder of colour photos (jpg, png, ...)")
+    out = Path(out)
+    for sub in ("images", "masks", "records"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    opts = BuildOptions(size=size, val_fraction=val_fraction)
+    palette = palette_lab()
+    records = []
+    for i, path in enumerate(paths):
+        rec_path = out / "records" / f"{path.stem}.json"
+        if rec_path.exists():
+            records.append(json.loads(rec_path.read_text()))
+        else:
+            namer = namer or object_namer(opts.min_confidence)
+            records.append(_build_one(path, out, opts, namer, palette))
+            _atomic_text(rec_path, json.dumps(records[-1], sort_keys=True))
+        if progress:
+            progress(i + 1, len(paths), path.name)
+    return _write_index(out, records, opts, seed)
+
+
+def _write_index(out: Path, records: list[dict[str, Any]], opts: BuildOptions, seed: int) -> dict[str, Any]:
+    lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    _atomic_text(out / "dataset.jsonl", lines)
+    digest = hashlib.sha256("".join(f"{r['source']} {r['sha256']}\n" for r in records).encode()).hexdigest()
+    manifest = {"version": 1, "inputs_sha256": digest, "count": len(records),
+                "train": sum(r["split"] == "train" for r in records),
+                "val": sum(r["split"] == "val" for r in records),
+                "options": opts.__dict__, "seed": seed, "palette": list(PALETTE),
+                "counter_colors": list(COUNTER_COLORS)}
+    _atomic_text(out / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return manifest
+
+
+def read_dataset(root: Path, split: str | None = None) -> list[dict[str, Any]]:
+    """The records of ``root/dataset.jsonl`` (one split, or all)."""
+    from restorer.errors import InputError
+
+    index = Path(root) / "dataset.jsonl"
+    if not index.exists():
+        raise InputError("not a dataset folder (no dataset.jsonl)", path=root,
+                         hint="build one with 'restorer dataset build IMAGES -o DATASET'")
+    recs = [json.loads(line) for line in index.read_text().splitlines() if line.strip()]
+    return [r for r in recs if split is None or r["split"] == split]
+
+
+def load_record(root: Path, rec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(rgb (H, W, 3) float32 in [0, 1], labels (H, W) uint8) of a record."""
+    rgb = np.asarray(Image.open(Path(root) / rec["image"]).convert("RGB"), dtype=np.float32) / 255
+    return rgb, np.asarray(Image.open(Path(root) / rec["masks"]))
+
+
+def dataset_contact_sheet(root: Path, png: Path, *, limit: int = 12, split: str | None = None,
+                          cell: int = 160) -> None:
+    """Rows of photo | its masks (one colour per instance) | its texts, for a look at the dataset."""
+    from PIL import ImageDraw
+
+    records = read_dataset(root, split)[:limit]
+    width, row_h = 2 * cell + 420, cell + 8
+    sheet = Image.new("RGB", (width, row_h * max(1, len(records))), "white")
+    draw = ImageDraw.Draw(sheet)
+    rng = np.random.default_rng(0)
+    colours = (rng.random((256, 3)) * 200 + 40).astype(np.uint8)
+    for i, rec in enumerate(records):
+        rgb, labels = load_record(root, rec)
+        y = i * row_h + 4
+        sheet.paste(_fit(Image.fromarray((rgb * 255).round().astype(np.uint8)), cell), (4, y))
+        sheet.paste(_fit(Image.fromarray(colours[labels]), cell), (cell + 8, y))
+        lines = [f"{rec['name'][:48]} [{rec['split']}]", rec["global"][:64]]
+        lines += [f"{k}: {inst['text']}" for k, inst in enumerate(rec["instances"])]
+        for j, line in enumerate(lines[:cell // 12]):
+            draw.text((2 * cell + 16, y + 12 * j), line, fill=tuple(int(c) for c in colours[j - 2]) if j >= 2
+                      else "black")
+    sheet.save(png)
+
+
+def _fit(im: Image.Image, cell: int) -> Image.Image:
+    im = im.copy()
+    im.thumbnail((cell, cell), Image.LANCZOS)
+    return im
