@@ -36,6 +36,7 @@ Image.MAX_IMAGE_PIXELS = None
 
 FORMATS_BY_SUFFIX = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",
                      ".webp": "WEBP"}
+IMAGE_SUFFIXES = frozenset(FORMATS_BY_SUFFIX)  # what restorer reads and writes as photos
 _MAX_DEPTH = {"PNG": 16, "TIFF": 16, "JPEG": 8, "WEBP": 8}
 _EXIF_HEADER = b"Exif\x00\x00"
 # TIFF tags that describe the picture rather than its storage: carried from a TIFF's IFD0.

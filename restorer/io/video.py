@@ -108,7 +108,6 @@ _MATRIX_COEFFS: dict[int, tuple[float, float]] = {
 _FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".nut": "nut"}
 _ENCODERS = {"h264": "libx264", "h265": "libx265", "hevc": "libx265", "ffv1": "ffv1",
              "prores": "prores_ks"}
-_MAX_PROBE_PACKETS = 2000  # packets tried for a first decodable frame before giving up
 
 
 @dataclass(frozen=True)
@@ -362,7 +361,6 @@ def _damage(info: VideoInfo, first: int, last: int, reason: str) -> Damage:
 def _decode(container, stream) -> Iterator[av.VideoFrame]:
     """Decoded frames; a packet that fails to decode is logged and skipped, never raised."""
     packets = container.demux(stream)
-    tried = 0
     while True:
         try:
             packet = next(packets)
@@ -371,7 +369,6 @@ def _decode(container, stream) -> Iterator[av.VideoFrame]:
         except av.error.FFmpegError as err:  # the demuxer cannot go on: end here
             logger.warning("%s: reading stopped: %s", container.name, _reason(err))
             return
-        tried += 1
         try:
             yield from stream.decode(packet if packet.size or packet.pts is not None else None)
         except av.error.FFmpegError as err:

@@ -40,6 +40,8 @@ from typing import Any, Iterable
 import numpy as np
 from PIL import Image, ImageOps
 
+from restorer.io.images import IMAGE_SUFFIXES as PHOTO_SUFFIXES
+
 log = logging.getLogger(__name__)
 
 PALETTE = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "gray", "white", "black",
@@ -48,7 +50,7 @@ PALETTE = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown"
 # Vivid colours a counter-colour instance (training augmentation, eval binding) may be asked to take.
 COUNTER_COLORS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "teal")
 GENERIC = "area"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
+IMAGE_SUFFIXES = PHOTO_SUFFIXES | {".bmp"}  # training images may also be BMP; outputs never are
 
 
 @dataclass(frozen=True)

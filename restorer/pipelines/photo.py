@@ -17,6 +17,7 @@ import numpy as np
 
 from restorer.console import Stopwatch
 from restorer.errors import InputError, OutputError
+from restorer.io.images import IMAGE_SUFFIXES
 from restorer.jobs import Job, check_output, input_fingerprint, require_file, settings_fingerprint
 from restorer.models.engine import FrameInput, InstanceText, ShotContext, check_chroma
 from restorer.pipelines.frames import check_texts, full_chroma, prompt_mask
@@ -24,7 +25,6 @@ from restorer.pipelines.options import ColorizeOptions, shot_seed
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"}
 
 
 @dataclass

@@ -19,6 +19,7 @@ import numpy as np
 
 from restorer.config import ResolvedShot, format_time, load_shots, resolve_shots
 from restorer.errors import InputError, OutputError
+from restorer.io.images import IMAGE_SUFFIXES
 from restorer.jobs import open_atomic
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_THRESHOLD = 27.0
 DEFAULT_MIN_LEN = 15
 _DETECT_WIDTH = 256  # cuts are found as well on a small picture, much faster
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
 
 
 # --------------------------------------------------------------------------- detection
@@ -229,7 +229,7 @@ def probe_film(path: Path) -> FilmInfo:
     """Frame count, size and rate of a film (or a photo: one frame)."""
     if not path.is_file():
         raise InputError("not found", path=path, hint="check the path")
-    if path.suffix.lower() in _IMAGE_SUFFIXES:
+    if path.suffix.lower() in IMAGE_SUFFIXES:
         return _probe_image(path)
     from restorer.io.video import probe
 

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from restorer.config import find_sidecar
 from restorer.console import Stopwatch
 from restorer.errors import DamagedInputError, RestorerError
 from restorer.jobs import Job, check_output, input_fingerprint, require_file
@@ -66,7 +67,7 @@ def load_film_shots(film: Path, info, opts: ColorizeOptions, job: Job | None = N
 
     With ``engine``, its check of the instance texts runs first, errors pointing at the file's line.
     """
-    from restorer.config import find_sidecar, load_shots, resolve_shots
+    from restorer.config import load_shots, resolve_shots
     from restorer.pipelines.shots import detect_cuts
 
     shots_path = opts.shots or find_sidecar(film)
@@ -92,7 +93,6 @@ def _covers_all(shots_file, info) -> bool:
 
 
 def _cached_cuts(film: Path, job: Job | None, detect) -> list[int]:
-    import json
     if job is not None:
         record = job.unit_done("cuts")
         if record is not None:
@@ -101,7 +101,7 @@ def _cached_cuts(film: Path, job: Job | None, detect) -> list[int]:
     cuts = detect(film)
     if job is not None:
         job.finish_unit("cuts", {"cuts": cuts})
-    return json.loads(json.dumps(cuts))
+    return cuts
 
 
 class VideoColorizationPipeline:
@@ -126,7 +126,7 @@ class VideoColorizationPipeline:
             log.warning(msg)
             result.warnings.append(msg)
         fingerprint = {"input": input_fingerprint(film), "settings": self.opts.result_settings(),
-                       "shots_yaml": _shots_text(self.opts.shots or _sidecar(film))}
+                       "shots_yaml": _shots_text(self.opts.shots or find_sidecar(film))}
         if info.holes and self.opts.strict:  # known from the index alone: fail before any work
             raise _strict_error(film, [_damage_record(d) for d in info.holes])
         with Job(output, fingerprint) as job:
@@ -229,11 +229,6 @@ class VideoColorizationPipeline:
         from restorer.io.video import assemble
 
         assemble(segments, film, info, output, overwrite=self.opts.overwrite)  # atomic: temp name, then rename
-
-
-def _sidecar(film: Path) -> Path | None:
-    from restorer.config import find_sidecar
-    return find_sidecar(film)
 
 
 def _shots_text(path: Path | None) -> str | None:

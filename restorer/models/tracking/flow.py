@@ -14,8 +14,8 @@ No weights. For each step from frame ``a`` to its neighbour ``b`` (either direct
    uncovered behind a moving object is not taken for it (first step: the neighbours'
    value, by normalised convolution).
 4. Clean-up: morphological close and open, small holes filled, specks dropped.
-5. Area guard: the step's similarity transform predicts how the area should change; a mask that grows much faster than that is
-   clipped to the transformed previous mask, so it cannot bleed into the background.
+5. Area guard: the step's similarity transform predicts how the area should change; a mask that
+   grows much faster than that is clipped to the transformed previous mask, so it cannot bleed into the background.
 
 Every prompted frame re-anchors the instance to its prompt's region (a box is its
 filled rectangle; see :func:`prompt_region`). The shot is swept forwards from the
