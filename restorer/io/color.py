@@ -349,6 +349,28 @@ def desaturate_check(rgb: np.ndarray, y: np.ndarray, matrix: str = "bt601") -> f
 
 # --- edge-aware upsampling ----------------------------------------------------------------------
 
+def _extend(ab: np.ndarray, cover: np.ndarray, pure: float = 0.95) -> np.ndarray:
+    """A region's chroma over the whole grid: its wholly covered cells (or, for a region without
+    any, its best covered ones) kept, every other cell filled from them by normalised convolution
+    with growing Gaussian windows, so the fill depends on the region's own cells only."""
+    known = cover >= min(pure, float(cover.max()) * 0.999)
+    weight = known.astype(np.float32)
+    out = np.where(known[..., None], ab, 0.0).astype(np.float32)
+    todo = ~known
+    sigma = 1.0
+    while todo.any():
+        den = cv2.GaussianBlur(weight, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+        num = cv2.GaussianBlur(out * weight[..., None], (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+        fill = todo & (den > 1e-4)
+        out[fill] = num[fill] / den[fill][:, None]
+        if sigma > 4 * max(ab.shape[:2]):  # unreachable cells (none, in practice): the region's mean
+            out[todo & ~fill] = ab[known].mean(axis=0)
+            break
+        todo &= ~fill
+        sigma *= 2
+    return out
+
+
 def _box(x: np.ndarray, r: int) -> np.ndarray:
     return cv2.boxFilter(x, -1, (2 * r + 1, 2 * r + 1), normalize=True, borderType=cv2.BORDER_REFLECT)
 
@@ -365,8 +387,8 @@ def _guided_coefficients(guide: np.ndarray, p: np.ndarray, radius: int, eps: flo
     return _box(a, radius), _box(b, radius)
 
 
-def upsample_chroma(ab_small: np.ndarray, guide_luma: np.ndarray, *, radius: int | None = None,
-                    eps: float = 1e-3, passes: int = 2) -> np.ndarray:
+def upsample_chroma(ab_small: np.ndarray, guide_luma: np.ndarray, *, regions: np.ndarray | None = None,
+                    radius: int | None = None, eps: float = 1e-3, passes: int = 2) -> np.ndarray:
     """Bring an engine's chroma to full size, its edges following the full-resolution luma.
 
     A fast guided filter (He and Sun, 2015): the per-window linear model chroma = A * luma + B is
@@ -376,9 +398,17 @@ def upsample_chroma(ab_small: np.ndarray, guide_luma: np.ndarray, *, radius: int
     480p. Extra passes first re-filter the chroma at its own size, which pulls a blurry chroma
     edge further onto the luma edge.
 
+    With ``regions`` (the instance masks as one id per full-resolution pixel), each region is
+    upsampled by itself: from the working-size cells it covers wholly (the cells it shares with
+    a neighbour hold a blend of both), extended over the rest of the grid by normalised
+    convolution, and only its own pixels are taken. A region's colour then stops at its mask's
+    full-resolution edge instead of bleeding a few working-size cells across it, and what one
+    instance's colour changes stays inside that instance's mask.
+
     Args:
         ab_small: (h, w, 2) a*b* at the engine's working size.
         guide_luma: (H, W) Y' in [0, 1] at full resolution.
+        regions: optional (H, W) integer region ids (0 background, k instance k).
         radius: window radius in working-size pixels; default about 1/128 of the long side, at
             least 3.
         eps: regularisation in units of luma variance; luma steps much below sqrt(eps) are not edges.
@@ -389,6 +419,17 @@ def upsample_chroma(ab_small: np.ndarray, guide_luma: np.ndarray, *, radius: int
     """
     ab_small = np.asarray(ab_small, dtype=np.float32)
     guide = np.asarray(guide_luma, dtype=np.float32)
+    if regions is not None:
+        ids = np.unique(regions)
+        if ids.size > 1:
+            out = np.empty((*guide.shape, 2), np.float32)
+            h, w = ab_small.shape[:2]
+            for rid in ids:
+                inside = regions == rid
+                cover = cv2.resize(inside.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+                up = upsample_chroma(_extend(ab_small, cover), guide, radius=radius, eps=eps, passes=passes)
+                out[inside] = up[inside]
+            return out
     h, w = ab_small.shape[:2]
     if radius is None:
         radius = max(3, round(max(h, w) / 128))

@@ -399,7 +399,7 @@ def colorize(engine, luma: np.ndarray, texts: list[str], masks: np.ndarray | Non
         instances = tuple(InstanceText(f"i{k}", t) for k, t in enumerate(texts))
         ctx = ShotContext(seed=seed, prompt=None, instances=instances, size=luma.shape)
         (ab,) = list(engine.shot(ctx, [FrameInput(0, luma, masks)]))
-        ab = full_chroma(ab, luma)
+        ab = full_chroma(ab, luma, masks)
     rgb = recombine_rgb(luma, ab, "bt601")
     return np.round(np.clip(rgb, 0, 1) * 255).astype(np.float64)
 

@@ -31,11 +31,24 @@ def prompt_mask(prompt, size: tuple[int, int]) -> np.ndarray:
     return np.zeros(size, dtype=bool)
 
 
-def full_chroma(ab: np.ndarray, luma: np.ndarray) -> np.ndarray:
-    """Engine chroma at its working size -> (H, W, 2) at the luma's size, edges following the luma."""
+def full_chroma(ab: np.ndarray, luma: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
+    """Engine chroma at its working size -> (H, W, 2) at the luma's size, edges following the luma.
+
+    With the frame's instance masks (R, H, W), each instance (later ones on top) and the rest
+    are upsampled apart, so colours stop at the masks' full-resolution edges."""
     if ab.shape[:2] == luma.shape:
         return ab
-    return upsample_chroma(ab, luma)
+    return upsample_chroma(ab, luma, regions=region_ids(masks))
+
+
+def region_ids(masks: np.ndarray | None) -> np.ndarray | None:
+    """(R, H, W) instance masks -> (H, W) uint8/uint16 ids, 0 where no mask, k + 1 for instance k on top."""
+    if masks is None or len(masks) == 0:
+        return None
+    ids = np.zeros(masks.shape[1:], np.uint8 if len(masks) < 255 else np.uint16)
+    for k, m in enumerate(masks):
+        ids[np.asarray(m) > 0.5] = k + 1
+    return ids
 
 
 def check_texts(engine, shots_file) -> None:

@@ -181,7 +181,7 @@ class PhotoColorizationPipeline:
                           shot_start=0, shot_end=0, size=photo.luma.shape, source=str(task.source))
         frame = FrameInput(index=0, luma=photo.luma, masks=masks)
         (ab,) = list(self.engine.shot(ctx, [frame]))
-        ab = full_chroma(check_chroma(ab, self.engine.name), photo.luma)
+        ab = full_chroma(check_chroma(ab, self.engine.name), photo.luma, masks)
         rgb = recombine_rgb(photo.luma, ab, "bt601")
         task.output.parent.mkdir(parents=True, exist_ok=True)
         write_image(task.output, rgb, bit_depth=photo.bit_depth, exif=photo.exif, icc=photo.icc)

@@ -12,7 +12,7 @@ Stages (each starts from the previous stage's ``final/`` weights in the same ``o
 ``MTColorModel.stage_modules(stage)`` says which modules a stage trains; every other parameter
 has ``requires_grad=False`` and is not in the optimizer, so it stays bit-identical.
 
-Loss: Eq. 10, the mean squared error of the predicted noise, on a*b*/100 at the 32-cell grid,
+Loss: Eq. 10, the mean squared error of the predicted noise, on a*b*/``ab_scale`` at the 32-cell grid,
 timesteps uniform over the 1000 of the training schedule. The tiny preset predicts v instead
 (``scheduler.prediction_type: v_prediction``; v = sqrt(ᾱ) eps - sqrt(1 - ᾱ) x0, Salimans & Ho
 2022), i.e. Eq. 10 weighted by 1/ᾱ_t: trained from scratch with plain eps-prediction for 1,250
@@ -212,7 +212,7 @@ def _palette_ab() -> torch.Tensor:
 
 
 def make_batch(cache: dict[str, Any], cfg: TrainConfig, g: torch.Generator, *, counter: bool,
-               control: bool) -> Batch:
+               control: bool, ab_scale: float = 100.0) -> Batch:
     """Sample and augment one batch from the cache with generator ``g`` (see the module docstring)."""
     from restorer.pipelines.dataset import COUNTER_COLORS, PALETTE
 
@@ -240,7 +240,7 @@ def make_batch(cache: dict[str, Any], cfg: TrainConfig, g: torch.Generator, *, c
         ctrl = torch.cat([gray, feat], dim=1)
     elif control:
         ctrl = gray  # a preset with ``features: none``
-    return Batch(ab / 100.0, gray, ctrl, prompt, cover, onehot, text, keep)
+    return Batch(ab / ab_scale, gray, ctrl, prompt, cover, onehot, text, keep)
 
 
 def _counter_colour(ab, cover, col, keep, pal, counter_ids, p, g):
@@ -464,9 +464,11 @@ def _loop(model, params, opt, start: int, cfg: TrainConfig, cached, stage_dir: P
           opts: dict[str, Any]) -> dict:
     from restorer.console import progress
     from restorer.models.mtcolor import tiny
+    from restorer.models.mtcolor.spaces import AB_SCALE
 
     alphas = _alphas(opts)
     prediction = tiny.scheduler_config(opts)["prediction_type"]
+    scale = float(opts.get("ab_scale", AB_SCALE))
     t0, losses = time.perf_counter(), []
     with progress(show) as bar, (stage_dir / "log.csv").open("a", newline="") as fh:
         writer = csv.writer(fh)
@@ -476,7 +478,7 @@ def _loop(model, params, opt, start: int, cfg: TrainConfig, cached, stage_dir: P
         for step in range(start, cfg.steps):
             g = _generator(cfg, step)
             batch = make_batch(cached, cfg, g, counter=cfg.stage >= 1 and cfg.p_counter > 0,
-                               control=cfg.stage >= 2)
+                               control=cfg.stage >= 2, ab_scale=scale)
             lr = lr_at(step, cfg)
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -484,7 +486,7 @@ def _loop(model, params, opt, start: int, cfg: TrainConfig, cached, stage_dir: P
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             writer.writerow([step + 1, f"{losses[-1]:.6f}", f"{lr:.3e}", f"{time.perf_counter() - t0:.1f}"])
             if bar:
                 rate = (step + 1 - start) / max(time.perf_counter() - t0, 1e-9)

@@ -212,17 +212,19 @@ class VideoColorizationPipeline:
         def frames() -> Iterator[FrameInput]:
             for decoded in reader:
                 y = luma_to_unit(decoded.luma, info)
-                pending.append((decoded, y))
-                yield FrameInput(index=decoded.index, luma=y, masks=masks.get(decoded.index))
+                frame = FrameInput(index=decoded.index, luma=y, masks=masks.get(decoded.index))
+                pending.append((decoded, frame))
+                yield frame
 
         ctx = self._context(seg.shot, film, (info.height, info.width))
         for ab in self.engine.shot(ctx, frames()):
-            decoded, y = pending.pop(0)
+            decoded, frame = pending.pop(0)
+            y = frame.luma
             ab = check_chroma(ab, self.engine.name)
             if not ab.any():  # neutral frame: Pb = Pr = 0 exactly, as recombining would give, at no cost
                 pb = pr = np.zeros(y.shape, np.float32)
             else:
-                pb, pr = recombine_pbpr(y, full_chroma(ab, y), matrix)
+                pb, pr = recombine_pbpr(y, full_chroma(ab, y, frame.masks), matrix)
             yield decoded, y, pb, pr
 
     def _assemble(self, film: Path, info, output: Path, segments: list[Path]) -> None:

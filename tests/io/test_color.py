@@ -116,3 +116,25 @@ def test_upsample_flat_chroma_stays_flat(rng):
     guide = rng.random((200, 300)).astype(np.float32)
     up = C.upsample_chroma(np.full((50, 75, 2), (12.0, -7.0), np.float32), guide)
     assert np.allclose(up, (12.0, -7.0), atol=1e-3)
+
+
+def test_upsample_by_regions_stops_colour_at_the_mask_edge_and_keeps_other_regions(rng):
+    """Instance masks at full resolution: colour ends on the mask's edge even where the luma has no
+    edge there, and changing one region's chroma leaves every pixel of the others untouched."""
+    H = W = 512
+    y = np.full((H, W), 0.5, np.float32) + rng.normal(0, 0.01, (H, W)).astype(np.float32)
+    regions = np.zeros((H, W), np.uint8)
+    regions[:, 203:] = 1  # an edge 203 px in: inside a 16-px working cell, not on a cell border
+    small = np.zeros((32, 32, 2), np.float32)
+    small[:, :13] = (30.0, 10.0)
+    small[:, 13:] = (-20.0, 40.0)
+    up = C.upsample_chroma(small, y, regions=regions)
+    assert np.allclose(up[:, :203], (30.0, 10.0), atol=0.5)
+    assert np.allclose(up[:, 203:], (-20.0, 40.0), atol=0.5)
+    plain = C.upsample_chroma(small, y)
+    assert np.abs(plain[:, 190:203] - (30.0, 10.0)).max() > 5  # without regions the colours blur across
+    changed = small.copy()
+    changed[:, 13:] = (60.0, -30.0)  # region 1's cells (column 12 is shared, mostly region 0's)
+    up2 = C.upsample_chroma(changed, y, regions=regions)
+    assert np.array_equal(up2[:, :203], up[:, :203])
+    assert np.allclose(up2[:, 203:], (60.0, -30.0), atol=0.5)

@@ -69,8 +69,8 @@ def _fixed_loss(model, cache: dict, stage: int) -> float:
     model.eval()
     with torch.no_grad():
         g = torch.Generator().manual_seed(123)
-        batch = T.make_batch(cache, cfg, g, counter=stage >= 1, control=stage >= 2)
-        opts = T._preset_options("tiny")
+        opts = {**T._preset_options("tiny"), **OPTIONS}
+        batch = T.make_batch(cache, cfg, g, counter=stage >= 1, control=stage >= 2, ab_scale=opts["ab_scale"])
         prediction = tiny.scheduler_config(opts)["prediction_type"]
         return float(T.loss_step(model, batch, stage, g, T._alphas(opts), prediction))
 

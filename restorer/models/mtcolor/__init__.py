@@ -7,7 +7,7 @@ Modules, each documenting its decisions:
 - ``instance`` instance tokens and the gated, zero-initialised masked self-attention (Sec. III-B)
 - ``adapter``  the added modules as one diffusers model; processors installed on a stock U-Net
 - ``model``    one noise prediction: U-Net + ControlNet (grayscale condition) + adapter
-- ``sampler``  DDIM + CFG + multi-instance sampling and fusion (Sec. III-C; default ``vp``)
+- ``sampler``  DDIM + CFG + multi-instance sampling and fusion (Sec. III-C; default ``convex``)
 - ``spaces``   where each preset denoises (tiny: a*b* at a 32-cell grid; sd15: VAE latent)
 - ``tiny``     tiny's model and its departures from the paper
 - ``loading``  sd15 folder / single file and our weights, never downloading

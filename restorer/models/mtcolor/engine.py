@@ -44,6 +44,7 @@ class ShotTexts:
     prompt: torch.Tensor
     empty: torch.Tensor
     instances: torch.Tensor
+    has_prompt: bool = True
 
 
 class MTColorEngine:
@@ -72,7 +73,7 @@ class MTColorEngine:
         prompt = [self.text.prompt(p) for p in (ctx.prompt or "", "")]
         prompt = [proj(p.to(self.device, self.dtype)) for p in prompt]
         inst = self.text.pooled([i.text for i in ctx.instances]).to(self.device, self.dtype)
-        return ShotTexts(prompt[0], prompt[1], inst)
+        return ShotTexts(prompt[0], prompt[1], inst, bool((ctx.prompt or "").strip()))
 
     def initial_noise(self, size: tuple[int, int], seed: int) -> torch.Tensor:
         """The shot's z_T: depends on the seed and the latent size only."""
@@ -94,7 +95,15 @@ class MTColorEngine:
         uncond = Conditions(texts.empty, cover[None], nulls, **base)
         ids = present.nonzero().flatten().tolist()
         inst = self._instance_eps(cond, uncond, cover, ids)
-        z0 = sample(self._as_eps(lambda z, t: guided_eps(self.model, z, t, cond, uncond, self.opts.guidance), schedule),
+        # With alpha = 1 no global step follows the fusion and the global sample only fills the cells no
+        # instance covers: it runs with the instances' null tokens there, so that no instance's text reaches
+        # the background through the convolutions.
+        alone = bool(ids) and round(self.opts.alpha * len(schedule.timesteps)) >= len(schedule.timesteps)
+        if alone:
+            cond = Conditions(texts.prompt, cover[None], nulls, **base)
+        # with no prompt and no instance text the two halves of classifier-free guidance are one and the same
+        guidance = self.opts.guidance if texts.has_prompt or (ids and not alone) else 1.0
+        z0 = sample(self._as_eps(lambda z, t: guided_eps(self.model, z, t, cond, uncond, guidance), schedule),
                     None if inst is None else self._as_eps(inst, schedule), self.initial_noise(size, seed),
                     cover[ids], schedule, self.opts, seed, ids)
         return self.space.decode(z0)
@@ -162,14 +171,15 @@ def _open_tiny(opts: dict, device: str, weights: Path | None) -> MTColorEngine:
     from restorer.models.mtcolor import tiny
     from restorer.models.mtcolor.features import EfficientNetFeatures
     from restorer.models.mtcolor.loading import resolve
-    from restorer.models.mtcolor.spaces import TinySpace
+    from restorer.models.mtcolor.spaces import AB_SCALE, TinySpace
     from restorer.models.mtcolor.text import MiniLMText
 
     features = EfficientNetFeatures() if opts.get("features", "efficientnet-lite0") != "none" else None
     root = resolve(weights, "RESTORER_WEIGHTS") or tiny.shipped()
     model = tiny.load(root, opts) if root is not None else tiny.random_init(opts)
     text = MiniLMText(device)
-    space = TinySpace(grid=int(opts.get("grid", 32)), multiple=tiny.multiple(model.unet), features=features)
+    space = TinySpace(grid=int(opts.get("grid", 32)), multiple=tiny.multiple(model.unet), features=features,
+                      ab_scale=float(opts.get("ab_scale", AB_SCALE)))
     return MTColorEngine(model, space, text, tiny.scheduler_config(opts), sampling_options(opts, space.multiple),
                          device, torch.float32)
 

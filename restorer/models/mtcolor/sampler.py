@@ -15,12 +15,19 @@ frame of its shot. The schedule (timesteps, alphas) comes from diffusers' ``DDIM
 Fusion. ``literal`` is Eq. 8, ``beta * m_g * z_g + sum_i m_i * z_i``. It multiplies the
 background by beta = 0.2, i.e. a latent with a fifth of the signal *and* of the noise that
 the next DDIM step expects at that timestep; the global phase then treats it as a nearly
-clean, grey latent and the background comes out desaturated. ``vp`` (the default) divides
-Eq. 8 by the per-pixel norm of its weights, ``sqrt(beta² m_g² + sum_i m_i²)``, so every
-pixel keeps unit-variance noise: with hard masks it pastes the instance latents onto the
-unscaled global one, and beta only sets the blend where masks are fractional (borders
-resized to the latent grid). Masks are first made a partition of unity, later instances
-on top, so overlapping masks are not counted twice.
+clean, grey latent and the background comes out desaturated. ``convex`` divides Eq. 8 by
+the sum of its weights, ``beta m_g + sum_i m_i``: with hard masks it pastes the instance
+latents onto the unscaled global one, and where masks are fractional (borders resized to the
+latent grid) it blends them, beta setting the background's share. Since every sample starts
+from the same z_T (and DDIM keeps that noise), the samples' noise parts agree, so a weighted
+mean keeps both the signal's and the noise's scale, also when fusion happens at the last step
+(``alpha`` = 1, clean latents). ``vp`` divides by the per-pixel norm of the weights,
+``sqrt(beta² m_g² + sum_i m_i²)``, which is right for *independent* noises: it inflates a
+border cell shared by two instances by up to sqrt(2). Masks are first made a partition of
+unity by coverage, later instances on top (an instance takes what the ones above it left),
+so overlapping masks are not counted twice and instance masks that tile the frame leave no
+weight to the background: then, with ``alpha`` = 1, the global sample is not computed at all,
+and what one instance's text changes cannot reach cells the others cover fully.
 
 Crops. With ``crop=True`` each instance is denoised on a box around its mask (``margin``
 latent cells each side, all boxes the same size so they batch) instead of the whole frame.
@@ -71,23 +78,28 @@ def ddim_step(z: torch.Tensor, eps: torch.Tensor, a_t: float, a_prev: float, eta
 
 
 def partition(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Soft masks (R, h, w) -> (visible instance weights (R, h, w), background m_g (h, w)), summing to 1."""
+    """Soft masks (R, h, w) -> (visible instance weights (R, h, w), background m_g (h, w)), summing to 1.
+
+    Later instances are on top: each takes as much of a cell as it covers, up to what the
+    instances above it left."""
     rest = torch.ones(masks.shape[-2:], dtype=masks.dtype, device=masks.device)
     visible = torch.zeros_like(masks)
-    for i in reversed(range(masks.shape[0])):  # later instances on top
-        visible[i] = masks[i] * rest
-        rest = rest * (1 - masks[i])
+    for i in reversed(range(masks.shape[0])):
+        visible[i] = torch.minimum(masks[i].clamp(0, 1), rest)
+        rest = (rest - visible[i]).clamp_min(0)
     return visible, rest
 
 
 def fuse(z_g: torch.Tensor, z_i: torch.Tensor, masks: torch.Tensor, beta: float, form: str) -> torch.Tensor:
-    """Eq. 8. z_g (C, h, w); z_i (R, C, h, w); masks (R, h, w) in [0, 1]; form 'literal' or 'vp'."""
+    """Eq. 8. z_g (C, h, w); z_i (R, C, h, w); masks (R, h, w) in [0, 1]; form 'literal', 'convex' or 'vp'."""
     m, m_g = partition(masks.to(z_g.dtype))
     fused = beta * m_g * z_g + (m[:, None] * z_i).sum(0)
     if form == "literal":
         return fused
+    if form == "convex":
+        return fused / (beta * m_g + m.sum(0)).clamp_min(1e-8)
     if form != "vp":
-        raise ValueError(f"fusion must be 'literal' or 'vp', not {form!r}")
+        raise ValueError(f"fusion must be 'literal', 'convex' or 'vp', not {form!r}")
     norm = (beta ** 2 * m_g ** 2 + (m ** 2).sum(0)).sqrt()
     return fused / norm.clamp_min(1e-8)
 
@@ -128,7 +140,7 @@ class SamplingOptions:
     eta: float = 0.0
     alpha: float = 0.2
     beta: float = 0.2
-    fusion: str = "vp"
+    fusion: str = "convex"
     crop: bool = True
     margin: int = 2
     multiple: int = 4  # latent size multiple the U-Net needs (2 ** (levels - 1))
@@ -166,7 +178,9 @@ def sample(global_eps: Eps, instance_eps: Eps, z_T: torch.Tensor, masks: torch.T
     n = len(schedule.timesteps)
     k = round(opts.alpha * n) if masks.shape[0] else 0
     g_global = torch.Generator().manual_seed(seed)
-    z = denoise(global_eps, z_T, schedule, range(k), opts.eta, [g_global])
+    z = z_T
+    if k < n or k == 0 or bool((partition(masks)[1] > 0).any()):  # else the global sample has no weight
+        z = denoise(global_eps, z_T, schedule, range(k), opts.eta, [g_global])
     if k:
         z_i = run_instances(instance_eps, z_T, masks, schedule, range(k), opts, seed, ids)
         z = fuse(z[0], z_i, masks, opts.beta, opts.fusion)[None]

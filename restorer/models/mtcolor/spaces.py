@@ -1,6 +1,6 @@
 """Where each preset denoises, and how its latent becomes a*b* chroma.
 
-tiny — *chroma space*. The latent is CIE a*, b* (D65) divided by ``ab_scale`` (100) at a
+tiny — *chroma space*. The latent is CIE a*, b* (D65) divided by ``ab_scale`` at a
 reduced grid: the frame is scaled so that its long side is ``grid`` cells (32 by default,
 a downscale factor of 16 for a 512² frame; both sides rounded to a multiple of 4 for the
 U-Net), which is where a 2-core CPU can afford 20 guided steps (CPU-BUDGET.md). Colour is
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-_AB_SCALE = 100.0
+AB_SCALE = 100.0  # the default; the tiny preset sets its own (its weights were trained with it)
 _AB_LIMIT = 128.0  # a*b* of any sRGB colour lie within about ±128
 
 
@@ -47,6 +47,7 @@ class TinySpace:
     multiple: int = 4
     features: torch.nn.Module | None = None  # EfficientNetFeatures, or None for a gray-only condition
     channels: int = 2
+    ab_scale: float = AB_SCALE
 
     def latent_size(self, frame: tuple[int, int]) -> tuple[int, int]:
         return working_size(frame, self.grid, self.multiple)
@@ -59,7 +60,7 @@ class TinySpace:
         return gray, torch.cat([gray, self.features(luma, size)], dim=1)
 
     def decode(self, z: torch.Tensor) -> np.ndarray:
-        return (z[0].float().permute(1, 2, 0) * _AB_SCALE).clamp(-_AB_LIMIT, _AB_LIMIT).cpu().numpy()
+        return (z[0].float().permute(1, 2, 0) * self.ab_scale).clamp(-_AB_LIMIT, _AB_LIMIT).cpu().numpy()
 
 
 @dataclass
