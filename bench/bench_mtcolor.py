@@ -43,10 +43,10 @@ def bench_pmam(grids: list[int], dense_max: int, repeats: int) -> None:
         for r in (2, 8, 16):
             regions = region_layout(side, r)
             largest = int(torch.bincount(regions[0]).max())
-            g_ms = timed(lambda: grouped_attention(q, k, v, regions), repeats) * 1e3
+            g_ms = timed(lambda: grouped_attention(q, k, v, regions), repeats) * 1e3  # noqa: B023  called at once
             mb = lambda m: BATCH * HEADS * m * m * 4 / 2 ** 20  # noqa: E731  one float32 score matrix
             if side <= dense_max:
-                d_ms = timed(lambda: dense_attention(q, k, v, regions), repeats) * 1e3
+                d_ms = timed(lambda: dense_attention(q, k, v, regions), repeats) * 1e3  # noqa: B023
                 d_txt, ratio = f"{d_ms:.0f}", f"{d_ms / g_ms:.1f}x"
             else:
                 d_txt, ratio = "not run", "-"
@@ -87,7 +87,7 @@ def bench_sampling(steps: int, repeats: int) -> None:
         eng = tiny_engine(alpha, crop, steps)
         ctx, frames = frame_inputs(n)
         with torch.no_grad():
-            s = timed(lambda: list(eng.shot(ctx, frames)), repeats)
+            s = timed(lambda: list(eng.shot(ctx, frames)), repeats)  # noqa: B023  called at once
         base = base or s
         print(f"| {label} | {s:.2f} | {s / base:.2f}x |")
 
@@ -113,7 +113,8 @@ def bench_spread() -> None:
         b = model(z, t, Conditions(prompt, masks, tokens, gray2, gray2))
     diff = (a - b).abs().amax(1)[0]
     yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
-    dist = torch.maximum((12 - yy).clamp_min(0) + (yy - 19).clamp_min(0), (12 - xx).clamp_min(0) + (xx - 19).clamp_min(0))
+    dist = torch.maximum((12 - yy).clamp_min(0) + (yy - 19).clamp_min(0),
+                         (12 - xx).clamp_min(0) + (xx - 19).clamp_min(0))
     print("| cells outside region A (Chebyshev) | 0 (inside) | 1 | 2 | 4 | 8 | 12 |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     row = [f"{float(diff[dist == d].max()):.2e}" for d in (0, 1, 2, 4, 8, 12)]

@@ -94,7 +94,8 @@ def main(quiet_all: bool) -> None:
 @click.option("--guidance", type=float, default=None, help="Classifier-free guidance scale.")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=None, help="Share of steps per instance.")
 @click.option("--beta", type=click.FloatRange(0, 1), default=None, help="Background weight in the fusion.")
-@click.option("--fusion", type=click.Choice(["literal", "convex", "vp"]), default=None, help="Latent fusion form (Eq. 8).")
+@click.option("--fusion", type=click.Choice(["literal", "convex", "vp"]), default=None,
+              help="Latent fusion form (Eq. 8).")
 def colorize(inputs, output, shots, preset, device, seed, overwrite, codec, bit_depth, report, strict, quiet,
              weights, base, tracker, sam2, save_masks, chunk_frames, steps, guidance, alpha, beta, fusion):
     """Colorize INPUTS (a film, images, or folders of images) into OUTPUT."""

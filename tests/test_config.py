@@ -298,7 +298,8 @@ def test_box_outside_picture(tmp_path):
     assert "shots.yaml:9:" in msg and "outside the picture (320x240)" in msg and "x1 <= 320" in msg
 
 
-@pytest.mark.parametrize("region", ["points: [[10, 250]]", "points: [[10, 10]]\n                    negative: [[-1, 5]]"])
+@pytest.mark.parametrize("region", ["points: [[10, 250]]",
+                                    "points: [[10, 10]]\n                    negative: [[-1, 5]]"])
 def test_points_outside_picture(tmp_path, region):
     msg = resolve_error(tmp_path, shot_with(region), segmenter_available=True)
     assert "outside the picture" in msg and "0 <= y < 240" in msg

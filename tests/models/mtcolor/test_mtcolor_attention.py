@@ -52,7 +52,7 @@ def test_isolation_per_block(dense: bool) -> None:
     model = tiny_model()
     model.adapter.set_dense(dense)
     g = torch.Generator().manual_seed(3)
-    for name, (dim, heads) in {b[0]: (b[1], b[2]) for b in model.adapter.config.blocks}.items():
+    for name, (dim, _heads) in {b[0]: (b[1], b[2]) for b in model.adapter.config.blocks}.items():
         size = (8, 8) if dim == 16 else (4, 4)
         masks = instance_masks(8, 2)
         regions = region_map(masks[None], size)

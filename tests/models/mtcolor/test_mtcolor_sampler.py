@@ -216,8 +216,8 @@ def test_changing_one_instance_text_leaves_the_rest_of_the_picture_alone(tile: b
         masks[2, :16, 45:] = False  # a corner left to the global sample
     out = []
     for first in ("a red car", "a light blue car"):
-        ctx = ShotContext(seed=4, prompt=None, instances=(InstanceText("car", first), InstanceText("road", "a grey road"),
-                                                         InstanceText("wall", "a green wall")))
+        ctx = ShotContext(seed=4, prompt=None, instances=(
+            InstanceText("car", first), InstanceText("road", "a grey road"), InstanceText("wall", "a green wall")))
         with torch.no_grad():
             (ab,) = list(eng.shot(ctx, [FrameInput(0, luma, masks)]))
         out.append(full_chroma(ab, luma, masks))
