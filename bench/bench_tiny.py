@@ -56,7 +56,7 @@ def main() -> None:
 
     def once() -> None:
         (ab,) = list(engine.shot(ctx, [FrameInput(0, luma, masks)]))
-        recombine_rgb(luma, full_chroma(ab, luma), "bt601")
+        recombine_rgb(luma, full_chroma(ab, luma, masks), "bt601")
 
     once()  # warm-up (builds the recombination table)
     times = []

@@ -24,7 +24,7 @@ from PIL import Image
 from restorer.cli import main
 
 DATA = Path(__file__).resolve().parent / "data"
-FAST = ("--tracker", "static", "--quiet")
+FAST = ("--preset", "stencil", "--tracker", "static", "--quiet")
 
 
 @pytest.fixture(scope="module")

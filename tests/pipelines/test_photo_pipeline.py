@@ -40,7 +40,7 @@ def exif_block() -> bytes:
 
 
 def run(*args: str | Path):
-    return CliRunner().invoke(main, ["colorize", *map(str, args), "--quiet"])
+    return CliRunner().invoke(main, ["colorize", "--preset", "stencil", *map(str, args), "--quiet"])
 
 
 @pytest.fixture

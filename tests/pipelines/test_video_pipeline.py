@@ -57,7 +57,8 @@ def write_shots(folder: Path, frames: int) -> Path:
 
 def colorize(*args: str | Path) -> None:
     """`restorer colorize ARGS` in this process (fast); fails with the command's own output."""
-    result = CliRunner().invoke(main, ["colorize", *map(str, args), "--quiet", "--tracker", "static"])
+    result = CliRunner().invoke(main, ["colorize", "--preset", "stencil", *map(str, args), "--quiet", "--tracker",
+                                       "static"])
     assert result.exit_code == 0, result.output
 
 
@@ -161,7 +162,7 @@ def frame_hashes(path: Path) -> list[str]:
 
 def resume_args(src: Path, shots: Path, out: Path) -> list[str]:
     return ["colorize", str(src), "--shots", str(shots), "-o", str(out), "--chunk-frames", "8",
-            "--tracker", "static", "--quiet"]
+            "--preset", "stencil", "--tracker", "static", "--quiet"]
 
 
 def test_sigkill_mid_film_then_rerun_resumes_to_the_same_film(tmp_path, restorer):
@@ -213,7 +214,7 @@ def test_a_live_run_holds_the_lock_and_a_dead_ones_lock_is_taken_over(tmp_path, 
     fd = os.open(job / "lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        busy = restorer("colorize", src, "-o", out, "--tracker", "static", "--quiet")
+        busy = restorer("colorize", src, "-o", out, "--preset", "stencil", "--tracker", "static", "--quiet")
         assert busy.returncode == 2
         line = one_error(busy)
         assert "out.mkv" in line and "another restorer run" in line and "wait" in line
@@ -222,6 +223,6 @@ def test_a_live_run_holds_the_lock_and_a_dead_ones_lock_is_taken_over(tmp_path, 
         os.close(fd)
     # A lock file left by a killed run (its pid long gone, no holder): taken over.
     (job / "lock").write_text("999999999")
-    ok = restorer("colorize", src, "-o", out, "--tracker", "static", "--quiet")
+    ok = restorer("colorize", src, "-o", out, "--preset", "stencil", "--tracker", "static", "--quiet")
     assert ok.returncode == 0, ok.stderr
     assert len(read_video_frames(out)) == 16

@@ -74,7 +74,7 @@ def test_ctrl_c_stops_the_watcher_cleanly(tmp_path):
     src = tmp_path / "in"
     gray(src / "a.png")
     proc = subprocess.Popen([sys.executable, "-m", "restorer", "watch", str(src), "-o", str(tmp_path / "out"),
-                             "--settle", "0.2"], stderr=subprocess.PIPE, text=True)
+                             "--settle", "0.2", "--preset", "stencil"], stderr=subprocess.PIPE, text=True)
     try:
         assert wait_for(tmp_path / "out" / "a.png", 60)
         proc.send_signal(signal.SIGINT)
