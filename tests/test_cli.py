@@ -232,7 +232,7 @@ def test_film_output_with_an_image_suffix_is_refused_before_work(tmp_path, clip,
 
 
 def test_sd15_without_weights_says_what_is_missing(tmp_path, clip, restorer, one_error):
-    proc = restorer("colorize", clip, "-o", tmp_path / "o.mkv", "--preset", "sd15", *FAST,
+    proc = restorer("colorize", clip, "-o", tmp_path / "o.mkv", *FAST, "--preset", "sd15",
                     env={"RESTORER_SD15": "", "RESTORER_WEIGHTS": ""})
     refused(proc, one_error, "--base", "RESTORER_SD15")
 
