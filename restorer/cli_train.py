@@ -41,13 +41,21 @@ def dataset() -> None:
 @click.option("--threads", default=1, show_default=True, type=int, help="torch CPU threads.")
 @click.option("--contact-sheet", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also draw images, masks and texts into this PNG.")
+@click.option("--sam2", type=click.Path(path_type=Path), default=None,
+              help="Local SAM2 folder: instance masks from its automatic mask generator, the pixels it "
+                   "leaves uncovered from the colour segmentation (default: colour segmentation alone).")
 def dataset_build(images: Path, out: Path, val_fraction: float, size: int, seed: int, threads: int,
-                  contact_sheet: Path | None) -> None:
-    """Build a dataset from the colour photos in IMAGES."""
+                  contact_sheet: Path | None, sam2: Path | None) -> None:
+    """Build a dataset from the colour photos in IMAGES.
+
+    Each photo gets 3-12 instance masks (fewer for a simple photo) from a colour segmentation,
+    or from SAM2's automatic masks with --sam2, and an "object + colour" text per instance.
+    Resumes an interrupted build in OUT; resuming with another mask source is refused.
+    """
     from restorer.pipelines.dataset import build_dataset, dataset_contact_sheet
 
     _threads(threads)
-    manifest = build_dataset(images, out, val_fraction=val_fraction, size=size, seed=seed)
+    manifest = build_dataset(images, out, val_fraction=val_fraction, size=size, seed=seed, sam2=sam2)
     if contact_sheet:
         dataset_contact_sheet(out, contact_sheet)
     click.echo(json.dumps({k: manifest[k] for k in ("count", "train", "val", "inputs_sha256")}))

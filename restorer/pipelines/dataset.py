@@ -6,8 +6,12 @@ For each colour photo (sorted by name, so the output does not depend on the file
 2. instance masks: a Felzenszwalb over-segmentation of the colour image at 128 px, merged
    greedily (smallest region into its most similar neighbour in CIELab, and neighbours closer
    than ``merge_delta``) until there are ``min_regions``-``max_regions`` regions each at least
-   ``min_area`` of the image. The regions are a partition: their masks cover the image once.
-   Written as one label PNG per photo (value k = instance k);
+   ``min_area`` of the image. With ``sam2`` (``--sam2 DIR``, a local SAM2 checkpoint) the
+   regions start from SAM2's automatic masks of the photo's luma instead (a grid of point
+   prompts, :meth:`Sam2Tracker.generate_masks`): painted largest first, so a smaller mask
+   stays on top of a larger one; the pixels no mask covers keep the Felzenszwalb regions;
+   then the same greedy merge. Either way the regions are a partition: their masks cover the
+   image once. Written as one label PNG per photo (value k = instance k);
 3. an instance text per region in the paper's "object + colour" form, "a green tree": the
    colour named from the region's mean CIELab through a basic palette of the lexicon
    (:data:`PALETTE`, nearest in Lab with L* at half weight), the object word from
@@ -23,7 +27,10 @@ Validation split: a photo is in ``val`` when the first 8 hex digits of the SHA-2
 Resumable: each photo's record is written (atomically) to ``records/NAME.json`` and skipped
 when present; ``dataset.jsonl`` and ``manifest.json`` (with the SHA-256 of the sorted inputs'
 names and contents) are rewritten at the end from the records, so a second run gives
-byte-identical output.
+byte-identical output. SAM2 builds note their mask source (the SAM2 folder's fingerprint and
+the prompt grid) as ``mask_source`` in every record and in the manifest; colour-segmentation
+builds carry no such key. Resuming a folder whose records came from another mask source is
+refused before anything is written.
 """
 
 from __future__ import annotations
@@ -50,6 +57,8 @@ PALETTE = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown"
 # Vivid colours a counter-colour instance (training augmentation, eval binding) may be asked to take.
 COUNTER_COLORS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "teal")
 GENERIC = "area"
+SEGMENTATION = "felzenszwalb"  # the mask source of a record without ``mask_source``
+SAM2_POINTS = 16  # SAM2's automatic masks: prompt grid points per side
 IMAGE_SUFFIXES = PHOTO_SUFFIXES | {".bmp"}  # training images may also be BMP; outputs never are
 
 
@@ -129,6 +138,78 @@ def _merge(labels: np.ndarray, lab: np.ndarray, opts: BuildOptions) -> np.ndarra
     _, first = np.unique(flat, return_index=True)
     order = {old: new for new, old in enumerate(flat[np.sort(first)])}
     return np.vectorize(order.get)(flat).reshape(labels.shape)
+
+
+def sam2_labels(rgb: np.ndarray, masks: list[np.ndarray], opts: BuildOptions = BuildOptions()) -> np.ndarray:
+    """(H, W) uint8 labels 0..n-1 from SAM2's masks, the uncovered pixels from :func:`segment`, merged alike.
+
+    Masks are painted largest first, so where they overlap the smaller one wins.
+    """
+    labels = np.full(rgb.shape[:2], -1, np.int32)
+    for k, m in enumerate(sorted(masks, key=lambda m: -int(m.sum()))):
+        labels[m] = k
+    rest = labels < 0
+    if rest.any():
+        labels[rest] = len(masks) + segment(rgb, opts)[rest].astype(np.int32)
+    return _merge_full(labels, rgb, opts).astype(np.uint8)
+
+
+def _merge_full(labels: np.ndarray, rgb: np.ndarray, opts: BuildOptions, side: int = 128) -> np.ndarray:
+    """:func:`_merge` decided at most ``side`` px (like :func:`segment`), applied to full-resolution labels.
+
+    Each label joins the region its downscaled pixels joined; a label too small to survive the
+    downscaling takes the upscaled merged label pixel by pixel.
+    """
+    from restorer.io.color import srgb_to_lab
+
+    h, w = labels.shape
+    scale = min(1.0, side / max(h, w))
+    sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
+    ys = np.minimum(((np.arange(sh) + 0.5) * h / sh).astype(int), h - 1)
+    xs = np.minimum(((np.arange(sw) + 0.5) * w / sw).astype(int), w - 1)
+    ids, compact = np.unique(labels, return_inverse=True)
+    compact = compact.reshape(h, w)
+    small_rgb = np.asarray(Image.fromarray((rgb * 255).round().astype(np.uint8)).resize((sw, sh), Image.BILINEAR),
+                           dtype=np.float32) / 255
+    small = compact[np.ix_(ys, xs)]
+    merged = _merge(small, srgb_to_lab(small_rgb).reshape(-1, 3), opts)
+    joins = np.full(len(ids), -1, np.int64)
+    joins[small.ravel()] = merged.ravel()
+    out = joins[compact]
+    lost = out < 0
+    if lost.any():
+        up_y = np.minimum(np.arange(h) * sh // h, sh - 1)
+        up_x = np.minimum(np.arange(w) * sw // w, sw - 1)
+        out[lost] = merged[np.ix_(up_y, up_x)][lost]
+    return out
+
+
+class Sam2Masks:
+    """SAM2's automatic masks of a photo, from the tracking backend's model in a local folder."""
+
+    def __init__(self, folder: str | Path, device: str | None = None, points_per_side: int = SAM2_POINTS):
+        from restorer.errors import WeightsError
+        from restorer.models.tracking import open_tracker
+        from restorer.models.tracking.sam2 import check_sam2_folder
+
+        try:
+            check_sam2_folder(folder)  # the error names the folder as given
+            self.tracker = open_tracker("sam2", Path(folder).resolve(), device=device)
+        except WeightsError as exc:
+            raise WeightsError(exc.problem, path=exc.path,
+                               hint="pass --sam2 DIR with a local transformers SAM2 checkpoint (e.g. a copy of "
+                                    "facebook/sam2.1-hiera-tiny), or leave --sam2 out to segment by colour") from exc
+        self.points_per_side = points_per_side
+
+    @property
+    def source(self) -> str:
+        """What the masks depend on: the model (its fingerprint names the folder) and the prompt grid."""
+        return f"sam2 {self.tracker.fingerprint()} points_per_side={self.points_per_side}"
+
+    def __call__(self, rgb: np.ndarray) -> list[np.ndarray]:
+        from restorer.io.color import rgb_to_luma
+
+        return self.tracker.generate_masks(rgb_to_luma(rgb), points_per_side=self.points_per_side)
 
 
 def _adjacent(labels: np.ndarray) -> set[tuple[int, int]]:
@@ -235,9 +316,10 @@ def _atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _build_one(path: Path, out: Path, opts: BuildOptions, namer, palette) -> dict[str, Any]:
+def _build_one(path: Path, out: Path, opts: BuildOptions, namer, palette,
+               sam2: Sam2Masks | None = None) -> dict[str, Any]:
     rgb = load_rgb(path, opts.size)
-    labels = segment(rgb, opts)
+    labels = segment(rgb, opts) if sam2 is None else sam2_labels(rgb, sam2(rgb), opts)
     stem = path.stem
     Image.fromarray((rgb * 255).round().astype(np.uint8)).save(out / "images" / f"{stem}.png")
     Image.fromarray(labels).save(out / "masks" / f"{stem}.png")
@@ -245,11 +327,14 @@ def _build_one(path: Path, out: Path, opts: BuildOptions, namer, palette) -> dic
            "split": "val" if in_validation(path.name, opts.val_fraction) else "train",
            "image": f"images/{stem}.png", "masks": f"masks/{stem}.png",
            "size": [int(rgb.shape[0]), int(rgb.shape[1])], **describe(rgb, labels, namer, palette)}
+    if sam2 is not None:
+        rec["mask_source"] = sam2.source
     return rec
 
 
 def build_dataset(images: Path | Iterable[Path], out: Path, *, val_fraction: float = 0.1, size: int = 256,
-                  seed: int = 0, limit: int | None = None, progress=None, namer=None) -> dict[str, Any]:
+                  seed: int = 0, limit: int | None = None, progress=None, namer=None,
+                  sam2: str | Path | None = None, device: str | None = None) -> dict[str, Any]:
     """Build (or resume building) a dataset folder; returns the manifest.
 
     Args:
@@ -261,9 +346,12 @@ def build_dataset(images: Path | Iterable[Path], out: Path, *, val_fraction: flo
         limit: only the first ``limit`` photos (tests).
         progress: optional callable(done, total, name).
         namer: replaces the ImageNet classifier (tests): callable(crop RGB) -> object word.
+        sam2: a local SAM2 folder: masks from its automatic mask generator (see the module docstring).
+        device: where SAM2 runs (default: CUDA when available).
 
     Raises:
-        InputError: no images found.
+        InputError: no images found, or ``out`` holds records made from another mask source.
+        WeightsError: ``sam2`` is not a usable SAM2 folder.
     """
     from restorer.errors import InputError
 
@@ -271,7 +359,10 @@ def build_dataset(images: Path | Iterable[Path], out: Path, *, val_fraction: flo
     if not paths:
         raise InputError("no images to build a dataset from", path=images if isinstance(images, Path) else None,
                          hint="give a folder of colour photos (jpg, png, ...)")
+    masker = Sam2Masks(sam2, device) if sam2 is not None else None
+    source = masker.source if masker else SEGMENTATION
     out = Path(out)
+    _check_mask_source(out, paths, source)
     for sub in ("images", "masks", "records"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     opts = BuildOptions(size=size, val_fraction=val_fraction)
@@ -283,14 +374,27 @@ def build_dataset(images: Path | Iterable[Path], out: Path, *, val_fraction: flo
             records.append(json.loads(rec_path.read_text()))
         else:
             namer = namer or object_namer(opts.min_confidence)
-            records.append(_build_one(path, out, opts, namer, palette))
+            records.append(_build_one(path, out, opts, namer, palette, masker))
             _atomic_text(rec_path, json.dumps(records[-1], sort_keys=True))
         if progress:
             progress(i + 1, len(paths), path.name)
-    return _write_index(out, records, opts, seed)
+    return _write_index(out, records, opts, seed, source)
 
 
-def _write_index(out: Path, records: list[dict[str, Any]], opts: BuildOptions, seed: int) -> dict[str, Any]:
+def _check_mask_source(out: Path, paths: list[Path], source: str) -> None:
+    """Refuse to resume from records whose masks came from another source (before anything is written)."""
+    from restorer.errors import InputError
+
+    for path in paths:
+        rec_path = out / "records" / f"{path.stem}.json"
+        had = json.loads(rec_path.read_text()).get("mask_source", SEGMENTATION) if rec_path.exists() else source
+        if had != source:
+            raise InputError(f"its records' masks came from {had}, this run's would come from {source}", path=out,
+                             hint="resume with the same --sam2 folder (or none), or build into a new -o folder")
+
+
+def _write_index(out: Path, records: list[dict[str, Any]], opts: BuildOptions, seed: int,
+                 source: str = SEGMENTATION) -> dict[str, Any]:
     lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
     _atomic_text(out / "dataset.jsonl", lines)
     digest = hashlib.sha256("".join(f"{r['source']} {r['sha256']}\n" for r in records).encode()).hexdigest()
@@ -299,6 +403,8 @@ def _write_index(out: Path, records: list[dict[str, Any]], opts: BuildOptions, s
                 "val": sum(r["split"] == "val" for r in records),
                 "options": opts.__dict__, "seed": seed, "palette": list(PALETTE),
                 "counter_colors": list(COUNTER_COLORS)}
+    if source != SEGMENTATION:  # colour-segmentation manifests stay as they were before SAM2
+        manifest["mask_source"] = source
     _atomic_text(out / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return manifest
 

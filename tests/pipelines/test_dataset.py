@@ -1,4 +1,7 @@
-"""The dataset builder on small synthetic photos: masks cover the image, texts name the colours, reruns agree."""
+"""The dataset builder on small synthetic photos: masks cover the image, texts name the colours, reruns agree.
+
+With ``--sam2`` the masks come from a tiny random SAM2 model (plumbing, not accuracy).
+"""
 
 from __future__ import annotations
 
@@ -10,16 +13,18 @@ import pytest
 import torch
 from PIL import Image
 
-from restorer.errors import InputError
+from restorer.errors import InputError, WeightsError
 from restorer.models.colornames import parse_color
 from restorer.pipelines.dataset import (
     build_dataset,
     dataset_contact_sheet,
     in_validation,
     load_record,
+    load_rgb,
     name_color,
     palette_lab,
     read_dataset,
+    sam2_labels,
     segment,
 )
 
@@ -122,3 +127,123 @@ def test_contact_sheet_and_errors(built, tmp_path) -> None:
         build_dataset([], tmp_path / "o")
     with pytest.raises(InputError, match="dataset.jsonl"):
         read_dataset(tmp_path)
+
+
+# --- SAM2 masks -----------------------------------------------------------------------------------
+
+def _check_partition_and_texts(root: Path) -> None:
+    from restorer.io.color import srgb_to_lab
+
+    pal = palette_lab()
+    for rec in read_dataset(root):
+        rgb, labels = load_record(root, rec)
+        ids = [inst["id"] for inst in rec["instances"]]
+        assert labels.shape == rgb.shape[:2] and ids == list(range(len(ids))) and 2 <= len(ids) <= 12
+        assert set(np.unique(labels)) == set(ids)
+        lab = srgb_to_lab(rgb)
+        for inst in rec["instances"]:
+            assert inst["color"] == name_color(lab[labels == inst["id"]].mean(0), pal)
+            assert inst["text"] == f"a {inst['color']} {inst['object']}"
+            assert parse_color(inst["text"]).name == inst["color"]
+
+
+@pytest.fixture(scope="module")
+def tiny_sam2(tmp_path_factory) -> Path:
+    pytest.importorskip("transformers")
+    from sam2_tiny import save_tiny_sam2
+
+    return save_tiny_sam2(tmp_path_factory.mktemp("sam2"))
+
+
+@pytest.fixture(scope="module")
+def sam2_built(photos, tiny_sam2, tmp_path_factory) -> Path:
+    """Built in this process with the real object namer, like the CLI (which must give the same files)."""
+    out = tmp_path_factory.mktemp("ds_sam2") / "d"
+    build_dataset(photos, out, size=96, val_fraction=0.4, sam2=tiny_sam2)
+    return out
+
+
+def test_sam2_labels_paint_smaller_masks_on_top_and_fill_the_rest() -> None:
+    rgb = np.empty((192, 256, 3), np.float32)  # flat colours, above the 128 px of the merge decision
+    rgb[:] = np.array(YELLOW) / 255
+    rgb[40:152, 60:200] = np.array(BLUE) / 255
+    box, frame, dot = (np.zeros((192, 256), bool) for _ in range(3))
+    box[40:152, 60:200] = True
+    frame[20:172, 40:220] = True  # the box and a yellow ring around it
+    dot[4, 4] = True  # smaller than a pixel at 128 px: it goes to what surrounds it
+    labels = sam2_labels(rgb, [dot, box, frame])
+    assert labels.dtype == np.uint8 and sorted(np.unique(labels)) == [0, 1, 2]
+    ring = frame & ~box
+    assert len(np.unique(labels[box])) == len(np.unique(labels[ring])) == len(np.unique(labels[~frame])) == 1
+    assert len({labels[box][0], labels[ring][0], labels[~frame][0]}) == 3  # the yellow ring is its own region
+
+
+def test_sam2_labels_come_from_the_models_masks(photos, tiny_sam2, tmp_path, monkeypatch) -> None:
+    from restorer.models.tracking.sam2 import Sam2Tracker
+
+    made: list[list[np.ndarray]] = []
+    generate = Sam2Tracker.generate_masks
+
+    def spy(self, luma, **kwargs):
+        made.append(generate(self, luma, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(Sam2Tracker, "generate_masks", spy)
+    out = tmp_path / "d"
+    manifest = build_dataset(photos, out, size=96, val_fraction=0.4, namer=_namer, sam2=tiny_sam2, device="cpu",
+                             limit=2)
+    assert len(made) == 2 and all(len(m) >= 3 for m in made)
+    for rec, masks in zip(read_dataset(out), made):
+        _, labels = load_record(out, rec)
+        assert np.array_equal(labels, sam2_labels(load_rgb(photos / rec["source"], 96), masks))
+        assert not np.array_equal(labels, segment(load_rgb(photos / rec["source"], 96)))
+        assert rec["mask_source"] == manifest["mask_source"]
+    assert manifest["mask_source"].startswith("sam2 ") and str(tiny_sam2.resolve()) in manifest["mask_source"]
+
+
+def test_sam2_build_covers_each_photo_once_and_names_colours(sam2_built) -> None:
+    _check_partition_and_texts(sam2_built)
+    manifest = json.loads((sam2_built / "manifest.json").read_text())
+    assert manifest["count"] == 3 and manifest["mask_source"].startswith("sam2 ")
+
+
+def test_sam2_build_through_the_cli_gives_the_same_files(photos, tiny_sam2, sam2_built, restorer,
+                                                         tmp_path) -> None:
+    again = tmp_path / "again"
+    proc = restorer("dataset", "build", photos, "-o", again, "--size", "96", "--val-fraction", "0.4",
+                    "--sam2", tiny_sam2, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    files = sorted(p.relative_to(sam2_built) for p in sam2_built.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    for f in files:
+        assert (sam2_built / f).read_bytes() == (again / f).read_bytes(), f
+
+
+def test_resuming_with_another_mask_source_is_refused(photos, built, tiny_sam2, sam2_built, restorer,
+                                                      one_error) -> None:
+    before = {p: p.read_bytes() for p in sorted(built.rglob("*")) if p.is_file()}
+    proc = restorer("dataset", "build", photos, "-o", built, "--size", "96", "--val-fraction", "0.4",
+                    "--sam2", tiny_sam2, timeout=300)
+    assert proc.returncode == 2
+    assert "masks came from felzenszwalb" in one_error(proc)
+    assert before == {p: p.read_bytes() for p in sorted(built.rglob("*")) if p.is_file()}
+    with pytest.raises(InputError, match="masks came from sam2 .* from felzenszwalb"):
+        build_dataset(photos, sam2_built, size=96, val_fraction=0.4, namer=_namer)
+
+
+def test_a_bad_sam2_folder_is_one_error(photos, tmp_path, restorer, one_error) -> None:
+    out = tmp_path / "d"
+    proc = restorer("dataset", "build", photos, "-o", out, "--sam2", tmp_path / "nope")
+    assert proc.returncode == 2
+    line = one_error(proc)
+    assert "nope: SAM2 weights folder does not exist" in line and "--sam2 DIR" in line
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "config.json").write_text("{}")
+    proc = restorer("dataset", "build", photos, "-o", out, "--sam2", half)
+    assert proc.returncode == 2
+    assert "half: not a SAM2 weights folder (model.safetensors, processor_config.json or preprocessor_config.json " \
+           "missing)" in one_error(proc)
+    assert not out.exists()
+    with pytest.raises(WeightsError, match="not a SAM2 weights folder"):
+        build_dataset(photos, out, sam2=half)

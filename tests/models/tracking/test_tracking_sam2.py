@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from sam2_tiny import save_tiny_sam2
 
 from restorer.models.tracking import InstancePrompts, Prompt, ShotPrompts, open_tracker, track_shot
 
@@ -13,43 +14,7 @@ transformers = pytest.importorskip("transformers")
 @pytest.fixture(scope="module")
 def tiny_sam2(tmp_path_factory):
     """A random SAM2 video model, 64x64 input, saved with its processor like a real checkpoint."""
-    from transformers import Sam2VideoConfig, Sam2VideoModel, Sam2VideoProcessor
-    from transformers.models.sam2.image_processing_sam2 import Sam2ImageProcessor
-    from transformers.models.sam2_video.video_processing_sam2_video import (
-        Sam2VideoVideoProcessor,
-    )
-
-    torch.set_num_threads(1)
-    side, dim = 64, 128  # the memory encoder's 64 channels are fixed upstream; dim > 64
-    backbone = dict(model_type="sam2_hiera_det_model", image_size=[side, side], hidden_size=8,
-                    blocks_per_stage=[1, 1, 2, 1], embed_dim_per_stage=[8, 16, 32, 64],
-                    num_attention_heads_per_stage=[1, 1, 1, 1],
-                    window_size_per_stage=[4, 4, 4, 2], global_attention_blocks=[3],
-                    window_positional_embedding_background_size=[2, 2])
-    config = Sam2VideoConfig(
-        vision_config=dict(model_type="sam2_vision_model", backbone_config=backbone,
-                           backbone_channel_list=[64, 32, 16, 8], fpn_hidden_size=dim,
-                           backbone_feature_sizes=[[side // 4] * 2, [side // 8] * 2,
-                                                   [side // 16] * 2]),
-        prompt_encoder_config=dict(hidden_size=dim, image_size=side, patch_size=16,
-                                   mask_input_channels=4),
-        mask_decoder_config=dict(hidden_size=dim, mlp_dim=32, num_attention_heads=2,
-                                 iou_head_hidden_dim=16),
-        image_size=side, memory_attention_hidden_size=dim, memory_attention_num_layers=1,
-        memory_attention_feed_forward_hidden_size=32,
-        memory_attention_rope_feat_sizes=[side // 16] * 2, memory_encoder_hidden_size=dim,
-        memory_encoder_output_channels=64, mask_downsampler_embed_dim=dim,
-        memory_fuser_embed_dim=dim, memory_fuser_intermediate_dim=32, num_maskmem=3,
-        max_object_pointers_in_encoder=4)
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("sam2")
-    Sam2VideoModel(config).save_pretrained(folder)
-    Sam2VideoProcessor(
-        image_processor=Sam2ImageProcessor(size={"height": side, "width": side},
-                                           mask_size={"height": side // 4, "width": side // 4}),
-        video_processor=Sam2VideoVideoProcessor(size={"height": side, "width": side}),
-    ).save_pretrained(folder)
-    return folder
+    return save_tiny_sam2(tmp_path_factory.mktemp("sam2"))
 
 
 def _shot(scene):
