@@ -111,7 +111,8 @@ def train(preset: str, data: Path, out: Path, stage: int, steps: int, resume: bo
 @click.option("--preset", default="tiny", show_default=True)
 @click.option("--weights", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None)
 @click.option("--save", "save_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="With --split: keep the outputs and a contact sheet here.")
+              help="With --split: keep the outputs, a contact sheet (gray | ours | truth) and a binding "
+                   "sheet (own texts | one text changed) here.")
 @click.option("--per-image", default=3, show_default=True, type=click.IntRange(0),
               help="With --split: instances per photo given a counter colour (binding, leakage).")
 @click.option("--threads", default=1, show_default=True, type=int)
@@ -127,6 +128,8 @@ def evaluate(pred: Path | None, gt: Path | None, out: Path | None, split_data: P
         result.pop("raw")
         if save_dir is not None:
             ev.contact_sheet(save_dir, save_dir / "contact_sheet.png")
+            if per_image:
+                ev.binding_sheet(save_dir, save_dir / "binding_sheet.png")
     elif pred is None or gt is None:
         raise InputError("give PRED and GT, or --split DATASET")
     else:

@@ -334,6 +334,7 @@ def evaluate_split(data: Path, *, preset: str = "tiny", weights: Path | None = N
     if save is not None:
         save.mkdir(parents=True, exist_ok=True)
         (save / f"per_image_{shard[0]}.json").write_text(json.dumps(raw["images"], indent=1) + "\n")
+        (save / "dataset.json").write_text(json.dumps({"root": str(Path(data).resolve())}) + "\n")
     return result
 
 
@@ -409,6 +410,40 @@ def _save(path: Path, rgb255: np.ndarray) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.clip(rgb255, 0, 255).astype(np.uint8)).save(path)
+
+
+def binding_sheet(save: Path, png: Path, *, cell: int = 160, limit: int | None = None) -> None:
+    """Rows of gray input | output with the dataset's own texts | output with one counter-coloured text,
+    the request and its mask outlined, from an :func:`evaluate_split` ``save`` folder."""
+    import cv2
+    from PIL import Image, ImageDraw
+
+    from restorer.pipelines.dataset import load_record, read_dataset
+
+    rows = sorted((save / "instances").glob("*.png"))[:limit]
+    data = json.loads((save / "dataset.json").read_text())["root"] if (save / "dataset.json").exists() else None
+    records = {r["name"]: r for r in read_dataset(Path(data))} if data else {}
+    sheet = Image.new("RGB", (3 * (cell + 6) + 6, 20 + len(rows) * (cell + 20)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for j, label in enumerate(("gray input", "own texts", "one text changed (outlined)")):
+        draw.text((6 + j * (cell + 6), 4), label, fill="black")
+    for i, path in enumerate(rows):
+        name, rest = path.stem.rsplit("__", 1)
+        inst, colour = rest.split("_", 1)
+        y = 20 + i * (cell + 20)
+        changed = np.asarray(Image.open(path).convert("RGB")).copy()
+        rec = records.get(name)
+        if rec is not None:
+            _, labels = load_record(Path(data), rec)
+            edge = cv2.morphologyEx((labels == int(inst)).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3)))
+            changed[edge > 0] = (255, 255, 255)
+        for j, im in enumerate((Image.open(save / "gray" / f"{name}.png"), Image.open(save / "texts" / f"{name}.png"),
+                                Image.fromarray(changed))):
+            im = im.convert("RGB")
+            im.thumbnail((cell, cell), Image.LANCZOS)
+            sheet.paste(im, (6 + j * (cell + 6), y))
+        draw.text((6, y + cell + 3), f"{name[:40]}  instance {inst} -> '{colour}'", fill="black")
+    sheet.save(png)
 
 
 def contact_sheet(save: Path, png: Path, *, names: list[str] | None = None, cell: int = 200,
