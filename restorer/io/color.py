@@ -419,28 +419,44 @@ def upsample_chroma(ab_small: np.ndarray, guide_luma: np.ndarray, *, regions: np
     """
     ab_small = np.asarray(ab_small, dtype=np.float32)
     guide = np.asarray(guide_luma, dtype=np.float32)
-    if regions is not None:
-        ids = np.unique(regions)
-        if ids.size > 1:
-            out = np.empty((*guide.shape, 2), np.float32)
-            h, w = ab_small.shape[:2]
-            for rid in ids:
-                inside = regions == rid
-                cover = cv2.resize(inside.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
-                up = upsample_chroma(_extend(ab_small, cover), guide, radius=radius, eps=eps, passes=passes)
-                out[inside] = up[inside]
-            return out
     h, w = ab_small.shape[:2]
     if radius is None:
         radius = max(3, round(max(h, w) / 128))
     small_guide = cv2.resize(guide, (w, h), interpolation=cv2.INTER_AREA)
+    ids = np.unique(regions) if regions is not None else np.zeros(1)
+    if ids.size == 1:
+        whole = (0, guide.shape[0], 0, guide.shape[1])
+        return _guided_upsample(ab_small, small_guide, guide, radius, eps, passes, whole)
+    out = np.empty((*guide.shape, 2), np.float32)
+    for rid in ids:
+        inside = regions == rid
+        cover = cv2.resize(inside.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+        rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+        box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+        up = _guided_upsample(_extend(ab_small, cover), small_guide, guide, radius, eps, passes, box)
+        sel = inside[box[0]:box[1], box[2]:box[3]]
+        out[box[0]:box[1], box[2]:box[3]][sel] = up[sel]
+    return out
+
+
+def _guided_upsample(ab_small: np.ndarray, small_guide: np.ndarray, guide: np.ndarray, radius: int, eps: float,
+                     passes: int, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The guided upsampling of :func:`upsample_chroma` inside ``box`` (y0, y1, x0, x1) of the full frame."""
     p = ab_small
     for _ in range(passes - 1):
         a, b = _guided_coefficients(small_guide, p, radius, eps)
         p = a * small_guide[..., None] + b
     a, b = _guided_coefficients(small_guide, p, radius, eps)
-    coeffs = cv2.resize(np.concatenate([a, b], axis=-1), (guide.shape[1], guide.shape[0]),
-                        interpolation=cv2.INTER_LINEAR)
-    out = coeffs[..., :2] * guide[..., None] + coeffs[..., 2:]
+    coeffs = np.concatenate([a, b], axis=-1)
+    (H, W), (h, w) = guide.shape, ab_small.shape[:2]
+    y0, y1, x0, x1 = box
+    if box == (0, H, 0, W):
+        coeffs = cv2.resize(coeffs, (W, H), interpolation=cv2.INTER_LINEAR)
+    else:  # the same bilinear map as cv2.resize, evaluated on the box only
+        sx, sy = w / W, h / H
+        m = np.float32([[sx, 0, (x0 + 0.5) * sx - 0.5], [0, sy, (y0 + 0.5) * sy - 0.5]])
+        coeffs = cv2.warpAffine(coeffs, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                borderMode=cv2.BORDER_REPLICATE)
+    out = coeffs[..., :2] * guide[y0:y1, x0:x1, None] + coeffs[..., 2:]
     flat = ab_small.reshape(-1, 2)
     return np.clip(out, flat.min(axis=0), flat.max(axis=0)).astype(np.float32)
