@@ -423,7 +423,7 @@ def binding_sheet(save: Path, png: Path, *, cell: int = 160, limit: int | None =
     rows = sorted((save / "instances").glob("*.png"))[:limit]
     data = json.loads((save / "dataset.json").read_text())["root"] if (save / "dataset.json").exists() else None
     records = {r["name"]: r for r in read_dataset(Path(data))} if data else {}
-    sheet = Image.new("RGB", (3 * (cell + 6) + 6, 20 + len(rows) * (cell + 20)), "white")
+    sheet = Image.new("RGB", (3 * (cell + 6) + 6, 20 + len(rows) * (cell + 20) + 4), "white")
     draw = ImageDraw.Draw(sheet)
     for j, label in enumerate(("gray input", "own texts", "one text changed (outlined)")):
         draw.text((6 + j * (cell + 6), 4), label, fill="black")
@@ -441,8 +441,8 @@ def binding_sheet(save: Path, png: Path, *, cell: int = 160, limit: int | None =
                                 Image.fromarray(changed))):
             im = im.convert("RGB")
             im.thumbnail((cell, cell), Image.LANCZOS)
-            sheet.paste(im, (6 + j * (cell + 6), y))
-        draw.text((6, y + cell + 3), f"{name[:40]}  instance {inst} -> '{colour}'", fill="black")
+            sheet.paste(im, (6 + j * (cell + 6), y + 16))
+        draw.text((6, y + 2), f"{name[:40]}  instance {inst} -> '{colour}'", fill="black")
     sheet.save(png)
 
 

@@ -158,4 +158,4 @@ def test_split_evaluation_end_to_end_has_no_leakage_and_draws_its_sheets(tmp_pat
     ev.contact_sheet(save, tmp_path / "c.png", cell=50)
     ev.binding_sheet(save, tmp_path / "b.png", cell=50)
     assert Image.open(tmp_path / "c.png").height == 20 + 2 * (50 + 6)
-    assert Image.open(tmp_path / "b.png").height == 20 + 2 * (50 + 20)
+    assert Image.open(tmp_path / "b.png").height == 20 + 2 * (50 + 20) + 4

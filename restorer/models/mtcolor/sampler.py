@@ -29,6 +29,14 @@ so overlapping masks are not counted twice and instance masks that tile the fram
 weight to the background: then, with ``alpha`` = 1, the global sample is not computed at all,
 and what one instance's text changes cannot reach cells the others cover fully.
 
+Centred noise. With ``center_noise`` each sample (the global one, and each instance on its
+box) starts from z_T minus its per-channel spatial mean. At the first steps the latent
+still carries a little of the picture (sqrt(ᾱ) = 0.08 at t = 950 on tiny's schedule), and a
+model cannot tell the noise's mean from a global colour; a seeded z_T has the same mean for
+every photo of a size, so that mean came out as the same colour cast on every picture
+(tiny, 32 validation photos: CIEDE2000 16.11 with it, 13.28 without). Removing one degree of
+freedom per channel leaves the rest of the noise as it was.
+
 Crops. With ``crop=True`` each instance is denoised on a box around its mask (``margin``
 latent cells each side, all boxes the same size so they batch) instead of the whole frame.
 What it changes: the instance sample only sees its neighbourhood (the U-Net's receptive
@@ -143,6 +151,7 @@ class SamplingOptions:
     fusion: str = "convex"
     crop: bool = True
     margin: int = 2
+    center_noise: bool = False  # remove each sample's spatial mean from its initial noise (see below)
     multiple: int = 4  # latent size multiple the U-Net needs (2 ** (levels - 1))
 
 
@@ -178,13 +187,18 @@ def sample(global_eps: Eps, instance_eps: Eps, z_T: torch.Tensor, masks: torch.T
     n = len(schedule.timesteps)
     k = round(opts.alpha * n) if masks.shape[0] else 0
     g_global = torch.Generator().manual_seed(seed)
-    z = z_T
+    z = z_T = centered(z_T) if opts.center_noise else z_T
     if k < n or k == 0 or bool((partition(masks)[1] > 0).any()):  # else the global sample has no weight
         z = denoise(global_eps, z_T, schedule, range(k), opts.eta, [g_global])
     if k:
         z_i = run_instances(instance_eps, z_T, masks, schedule, range(k), opts, seed, ids)
         z = fuse(z[0], z_i, masks, opts.beta, opts.fusion)[None]
     return denoise(global_eps, z, schedule, range(k, n), opts.eta, [g_global])
+
+
+def centered(z: torch.Tensor) -> torch.Tensor:
+    """z (B, C, h, w) minus its per-sample, per-channel spatial mean."""
+    return z - z.mean(dim=(-2, -1), keepdim=True)
 
 
 def instance_boxes(masks: torch.Tensor, opts: SamplingOptions) -> list[tuple[int, int, int, int]]:
@@ -199,6 +213,8 @@ def run_instances(instance_eps: Eps, z_T: torch.Tensor, masks: torch.Tensor, sch
     """Phase 1 for all instances in one batch; returns full-frame latents (R, C, h, w)."""
     boxes = instance_boxes(masks, opts)
     z = torch.cat([z_T[..., y:y + h, x:x + w] for y, x, h, w in boxes])
+    if opts.center_noise:
+        z = centered(z)
     ids = list(range(len(boxes))) if ids is None else ids
     gens = [torch.Generator().manual_seed(seed + 1 + i) for i in ids]
     z = denoise(instance_eps, z, schedule, steps, opts.eta, gens)
