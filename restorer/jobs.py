@@ -104,6 +104,54 @@ def input_fingerprint(path: Path) -> dict[str, Any]:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256_ends": h.hexdigest()}
 
 
+def tree_fingerprint(path: Path | None) -> Any:
+    """What a file or folder the result depends on (weights, masks) looks like now, cheaply.
+
+    A file: :func:`input_fingerprint`. A folder: a hash of every file's relative path, size and
+    mtime (weights can be gigabytes; a replaced or retrained file changes size or mtime). None
+    for no path, "missing" for a path that does not exist.
+    """
+    if path is None:
+        return None
+    path = Path(path)
+    if path.is_file():
+        return input_fingerprint(path)
+    if not path.is_dir():
+        return "missing"
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        st = f.stat()
+        h.update(f"{f.relative_to(path).as_posix()} {st.st_size} {st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def notes_fingerprint(path: Path | None) -> dict[str, Any] | None:
+    """A shots.yaml's text and the mask PNGs it names (relative to it), so editing either counts."""
+    if path is None or not Path(path).is_file():
+        return None
+    import yaml
+
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    masks: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "mask" and isinstance(value, str):
+                    masks.add(value)
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    try:
+        walk(yaml.safe_load(text))
+    except yaml.YAMLError:
+        pass  # the shots loader reports it, with its line
+    base = Path(path).parent
+    return {"text": text, "masks": {m: tree_fingerprint(base / m) for m in sorted(masks)}}
+
+
 def settings_fingerprint(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

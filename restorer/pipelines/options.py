@@ -36,7 +36,24 @@ class ColorizeOptions:
         keep = ("preset", "seed", "codec", "bit_depth", "weights", "base", "tracker", "sam2", "chunk_frames",
                 "overrides", "preset_config")
         d = asdict(self)
-        return {"version": __version__, **{k: (str(d[k]) if isinstance(d[k], Path) else d[k]) for k in keep}}
+        return {"version": __version__, **{k: (str(d[k]) if isinstance(d[k], Path) else d[k]) for k in keep},
+                "assets": self.assets()}
+
+    def assets(self) -> dict[str, Any]:
+        """What the weights the run may load look like (a retrained or replaced file restarts the job)."""
+        import os
+
+        from restorer.jobs import tree_fingerprint
+
+        paths: dict[str, Any] = {"sam2": self.sam2}
+        if self.preset_config.get("engine", "stencil") != "stencil":  # the stencil engine has no weights
+            paths["weights"] = self.weights or os.environ.get("RESTORER_WEIGHTS") or None
+            paths["base"] = self.base or os.environ.get("RESTORER_SD15") or None
+        if self.preset_config.get("options", {}).get("backbone") == "tiny" and paths.get("weights") is None:
+            from restorer.models.mtcolor.tiny import SHIPPED  # the engine imports it anyway
+
+            paths["weights"] = SHIPPED
+        return {k: tree_fingerprint(Path(v)) for k, v in paths.items() if v is not None}
 
 
 def shot_seed(seed: int, shot_start: int) -> int:

@@ -18,7 +18,7 @@ import numpy as np
 from restorer.console import Stopwatch
 from restorer.errors import InputError, OutputError
 from restorer.io.images import IMAGE_SUFFIXES
-from restorer.jobs import Job, check_output, input_fingerprint, require_file, settings_fingerprint
+from restorer.jobs import Job, check_output, input_fingerprint, notes_fingerprint, require_file, settings_fingerprint
 from restorer.models.engine import FrameInput, InstanceText, ShotContext, check_chroma
 from restorer.pipelines.frames import check_texts, full_chroma, prompt_mask
 from restorer.pipelines.options import ColorizeOptions, shot_seed
@@ -50,7 +50,7 @@ def _unit_key(task: PhotoTask, shots: Path | None = None) -> str:
     notes = shots or find_sidecar(task.source)
     ident = settings_fingerprint({"source": str(task.source.resolve()), "output": str(task.output.resolve()),
                                   "file": input_fingerprint(task.source),
-                                  "notes": notes.read_text(encoding="utf-8", errors="replace") if notes else None})
+                                  "notes": notes_fingerprint(notes)})
     return f"photos/{ident}"
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from restorer.config import find_sidecar
 from restorer.console import Stopwatch
 from restorer.errors import DamagedInputError, RestorerError
-from restorer.jobs import Job, check_output, input_fingerprint, require_file
+from restorer.jobs import Job, check_output, input_fingerprint, notes_fingerprint, require_file
 from restorer.models.engine import FrameInput, InstanceText, ShotContext, check_chroma
 from restorer.pipelines.frames import check_texts, full_chroma
 from restorer.pipelines.options import ColorizeOptions, shot_seed
@@ -126,7 +126,7 @@ class VideoColorizationPipeline:
             log.warning(msg)
             result.warnings.append(msg)
         fingerprint = {"input": input_fingerprint(film), "settings": self.opts.result_settings(),
-                       "shots_yaml": _shots_text(self.opts.shots or find_sidecar(film))}
+                       "shots_yaml": notes_fingerprint(self.opts.shots or find_sidecar(film))}
         if info.holes and self.opts.strict:  # known from the index alone: fail before any work
             raise _strict_error(film, [_damage_record(d) for d in info.holes])
         with Job(output, fingerprint) as job:
@@ -231,12 +231,6 @@ class VideoColorizationPipeline:
         from restorer.io.video import assemble
 
         assemble(segments, film, info, output, overwrite=self.opts.overwrite)  # atomic: temp name, then rename
-
-
-def _shots_text(path: Path | None) -> str | None:
-    if path is None or not path.is_file():
-        return None
-    return path.read_text(encoding="utf-8", errors="replace")
 
 
 def _damage_record(d) -> dict[str, Any]:
