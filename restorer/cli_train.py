@@ -67,34 +67,44 @@ def dataset_build(images: Path, out: Path, val_fraction: float, size: int, seed:
               help="Dataset folder from 'restorer dataset build'.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run folder (stageN/ checkpoints, final/, log.csv, loss.png; cache/).")
-@click.option("--stage", required=True, type=click.IntRange(0, 2),
-              help="0: tiny's base; 1: instance module; 2: ControlNet + PMAM.")
+@click.option("--stage", required=True, type=click.Choice(["0", "1", "2", "prior"]),
+              help="0: tiny's base; 1: instance module; 2: ControlNet + PMAM; prior: tiny's automatic colour prior.")
 @click.option("--steps", required=True, type=click.IntRange(1), help="Optimizer steps of this stage.")
 @click.option("--resume", is_flag=True, help="Continue from the stage's latest checkpoint, exactly.")
 @click.option("--init", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Start from these weights instead of out/stage{N-1}/final.")
-@click.option("--batch", default=8, show_default=True, type=click.IntRange(1))
+@click.option("--batch", default=None, type=click.IntRange(1), help="Batch size [8; prior: 16].")
 @click.option("--lr", default=1e-3, show_default=True, type=float)
-@click.option("--warmup", default=100, show_default=True, type=click.IntRange(1))
-@click.option("--views", default=6, show_default=True, type=click.IntRange(1),
-              help="Augmented views per photo in the frozen-feature cache.")
+@click.option("--warmup", default=None, type=click.IntRange(1), help="Warm-up steps [100; prior: 20].")
+@click.option("--views", default=None, type=click.IntRange(1),
+              help="Augmented views per photo in the frozen-feature cache [6; prior: 10].")
 @click.option("--checkpoint-every", default=250, show_default=True, type=click.IntRange(1))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--threads", default=1, show_default=True, type=int, help="torch CPU threads.")
 @click.option("--export", "export", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Afterwards, copy the stage's final weights here in float16 (what the package ships).")
-def train(preset: str, data: Path, out: Path, stage: int, steps: int, resume: bool, init: Path | None,
-          batch: int, lr: float, warmup: int, views: int, checkpoint_every: int, seed: int, threads: int,
-          export: Path | None) -> None:
+def train(preset: str, data: Path, out: Path, stage: str, steps: int, resume: bool, init: Path | None,
+          batch: int | None, lr: float, warmup: int | None, views: int | None, checkpoint_every: int, seed: int,
+          threads: int, export: Path | None) -> None:
     """Train one stage of an MT-Color preset on a dataset."""
     from restorer.pipelines.train import TrainConfig, export_weights
     from restorer.pipelines.train import train as run
 
     _threads(threads)
-    cfg = TrainConfig(stage=stage, steps=steps, batch=batch, lr=lr, warmup=warmup, seed=seed,
+    if stage == "prior":
+        from restorer.pipelines.train_prior import PriorConfig, export_prior, train_prior
+
+        cfg = PriorConfig(steps=steps, batch=batch or 16, lr=lr, warmup=warmup or 20, seed=seed,
+                          checkpoint_every=checkpoint_every)
+        summary = train_prior(data, out, steps=steps, resume=resume, config=cfg, views=views or 10, progress=True)
+        if export is not None:
+            summary["exported"] = str(export_prior(Path(summary["final"]), export))
+        click.echo(json.dumps(summary))
+        return
+    cfg = TrainConfig(stage=int(stage), steps=steps, batch=batch or 8, lr=lr, warmup=warmup or 100, seed=seed,
                       checkpoint_every=checkpoint_every)
-    summary = run(preset, data, out, stage=stage, steps=steps, resume=resume, init=init, config=cfg,
-                  views=views, progress=True)
+    summary = run(preset, data, out, stage=int(stage), steps=steps, resume=resume, init=init, config=cfg,
+                  views=views or 6, progress=True)
     if export is not None:
         summary["exported"] = str(export_weights(Path(summary["final"]), export))
     click.echo(json.dumps(summary))

@@ -340,14 +340,16 @@ def _generator(cfg: TrainConfig, step: int) -> torch.Generator:
 # --- checkpoints --------------------------------------------------------------------------------
 
 def save_checkpoint(model, opt: torch.optim.Optimizer, params: list, step: int, folder: Path,
-                    cfg: TrainConfig) -> None:
+                    cfg: Any, save: Callable[[Any, Path], None] | None = None) -> None:
+    """Weights (``save``, default :func:`restorer.models.mtcolor.tiny.save`), AdamW's state and the step,
+    written to a temporary folder renamed into place."""
     from safetensors.torch import save_file
 
     from restorer.models.mtcolor import tiny
 
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tiny.save(model, tmp)
+    (save or tiny.save)(model, tmp)
     state = {}
     for i, (_, p) in enumerate(params):
         s = opt.state.get(p, {})

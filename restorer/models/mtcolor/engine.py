@@ -13,7 +13,9 @@ the same chroma as an uninterrupted one.
 Options (preset YAML ``options:``; CLI ``overrides`` replace them): ``backbone`` (tiny |
 sd15), ``steps``, ``guidance``, ``eta``, ``alpha``, ``beta``, ``fusion`` (vp | literal),
 ``crop``, ``margin``; tiny: ``grid``, ``features``, ``model`` (U-Net widths etc.),
-``init_seed``, ``scheduler``; sd15: ``size``, ``base_config``.
+``init_seed``, ``scheduler``, ``prior`` (use the weights' colour prior, default true),
+``prior_temperature``, ``prior_strength`` (see :mod:`restorer.models.mtcolor.prior`);
+sd15: ``size``, ``base_config``.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from restorer.models.mtcolor.sampler import SamplingOptions, Schedule, instance_
 
 log = logging.getLogger(__name__)
 
-OVERRIDES = ("steps", "guidance", "alpha", "beta", "fusion", "eta")
+OVERRIDES = ("steps", "guidance", "alpha", "beta", "fusion", "eta", "prior", "prior_temperature", "prior_strength")
 
 
 @dataclass
@@ -53,10 +55,12 @@ class MTColorEngine:
     name = "mtcolor"
 
     def __init__(self, model: MTColorModel, space: Any, text: Any, scheduler: dict, opts: SamplingOptions,
-                 device: str, dtype: torch.dtype):
+                 device: str, dtype: torch.dtype, prior: Any = None, prior_temperature: float = 0.4):
         self.model = model.to(device=device, dtype=dtype).eval()
         self.space, self.text, self.scheduler, self.opts = space, text, scheduler, opts
         self.device, self.dtype = device, dtype
+        self.prior = None if prior is None else prior.to(device=device, dtype=dtype).eval()
+        self.prior_temperature = prior_temperature
 
     def shot(self, ctx: ShotContext, frames: Iterable[FrameInput]) -> Iterator[np.ndarray]:
         texts = self.embed(ctx)
@@ -105,8 +109,17 @@ class MTColorEngine:
         guidance = self.opts.guidance if texts.has_prompt or (ids and not alone) else 1.0
         z0 = sample(self._as_eps(lambda z, t: guided_eps(self.model, z, t, cond, uncond, guidance), schedule),
                     None if inst is None else self._as_eps(inst, schedule), self.initial_noise(size, seed),
-                    cover[ids], schedule, self.opts, seed, ids)
+                    cover[ids], schedule, self.opts, seed, ids, x0_prior=self.prior_latent(luma, gray))
         return self.space.decode(z0)
+
+    @torch.no_grad()
+    def prior_latent(self, luma: torch.Tensor, gray: torch.Tensor | None) -> torch.Tensor | None:
+        """tiny's colour prior as a latent z_0 guess (annealed mean a*b* / ab_scale), or None without one."""
+        if self.prior is None or gray is None:
+            return None
+        feats = self.space.features.pyramid(luma.to(self.device))
+        logits = self.prior(gray, {k: v.to(self.dtype) for k, v in feats.items()})
+        return (self.prior.decode(logits, self.prior_temperature) / self.space.ab_scale).to(self.dtype)
 
     def _as_eps(self, fn, schedule: Schedule):
         """The model's output as eps: v-prediction models (tiny) give eps = sqrt(a) v + sqrt(1 - a) z."""
@@ -180,8 +193,10 @@ def _open_tiny(opts: dict, device: str, weights: Path | None) -> MTColorEngine:
     text = MiniLMText(device)
     space = TinySpace(grid=int(opts.get("grid", 32)), multiple=tiny.multiple(model.unet), features=features,
                       ab_scale=float(opts.get("ab_scale", AB_SCALE)))
+    prior = tiny.load_prior(root) if root is not None and features is not None and opts.get("prior", True) else None
     return MTColorEngine(model, space, text, tiny.scheduler_config(opts), sampling_options(opts, space.multiple),
-                         device, torch.float32)
+                         device, torch.float32, prior=prior,
+                         prior_temperature=float(opts.get("prior_temperature", 0.4)))
 
 
 def _open_sd15(opts: dict, device: str, weights: Path | None, base: Path | None) -> MTColorEngine:

@@ -33,12 +33,32 @@ class EfficientNetFeatures(nn.Module):
 
     @torch.no_grad()
     def forward(self, gray: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        x = self._input(gray)
+        return F.interpolate(self.net.extract_features(x), size=grid, mode="bilinear", align_corners=False)
+
+    @torch.no_grad()
+    def pyramid(self, gray: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The blocks' last outputs at 1/8, 1/16 and 1/32 (``s8 s16 s32``) and the last convolution
+        (``head``), at their own sizes: the colour prior's input (:mod:`restorer.models.mtcolor.prior`)."""
+        x = self._input(gray)
+        width = x.shape[-1]
+        net, out = self.net, {}
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        for block in net._blocks:
+            x = block(x)
+            stride = width // x.shape[-1]
+            if stride in (8, 16, 32):
+                out[f"s{stride}"] = x
+        out["head"] = net._swish(net._bn1(net._conv_head(x)))
+        return out
+
+    def _input(self, gray: torch.Tensor) -> torch.Tensor:
+        """Gray (B, 1, H, W) in [0, 1] resized to ``input_size`` on the long side (a multiple of 32), normalised."""
         h, w = gray.shape[-2:]
         scale = self.input_size / max(h, w)
         size = (max(32, round(h * scale / 32) * 32), max(32, round(w * scale / 32) * 32))
         x = F.interpolate(gray.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
-        x = (x.expand(-1, 3, -1, -1) - self.mean) / self.std
-        return F.interpolate(self.net.extract_features(x), size=grid, mode="bilinear", align_corners=False)
+        return (x.expand(-1, 3, -1, -1) - self.mean) / self.std
 
 
 def _load_lite0() -> nn.Module:

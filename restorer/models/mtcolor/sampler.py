@@ -72,6 +72,10 @@ class Schedule:
         return Schedule([int(t) for t in sched.timesteps], sched.alphas_cumprod.double(),
                         float(sched.final_alpha_cumprod))
 
+    def alpha_at(self, index: int) -> float:
+        """alpha-bar of the latent before step ``index`` (``index == len(timesteps)``: after the last)."""
+        return float(self.alphas[self.timesteps[index]]) if index < len(self.timesteps) else self.final
+
     def prev_alpha(self, index: int) -> float:
         return float(self.alphas[self.timesteps[index + 1]]) if index + 1 < len(self.timesteps) else self.final
 
@@ -152,6 +156,7 @@ class SamplingOptions:
     crop: bool = True
     margin: int = 2
     center_noise: bool = False  # remove each sample's spatial mean from its initial noise (see below)
+    prior_strength: float = 0.0  # with a colour prior: the share of the steps the global sample runs from it
     multiple: int = 4  # latent size multiple the U-Net needs (2 ** (levels - 1))
 
 
@@ -170,7 +175,8 @@ def denoise(eps_fn: Eps, z: torch.Tensor, schedule: Schedule, steps: range, eta:
 
 
 def sample(global_eps: Eps, instance_eps: Eps, z_T: torch.Tensor, masks: torch.Tensor, schedule: Schedule,
-           opts: SamplingOptions, seed: int, ids: list[int] | None = None) -> torch.Tensor:
+           opts: SamplingOptions, seed: int, ids: list[int] | None = None,
+           x0_prior: torch.Tensor | None = None) -> torch.Tensor:
     """Multi-instance sampling of one frame.
 
     Args:
@@ -180,6 +186,9 @@ def sample(global_eps: Eps, instance_eps: Eps, z_T: torch.Tensor, masks: torch.T
         z_T: (1, C, h, w) initial noise, shared by all samples.
         masks: (R, h, w) instance coverage at the latent grid.
         ids: the instances' indices in the shot (they seed each instance's eta-noise).
+        x0_prior: (1, C, h, w) a guess of z_0 (tiny's colour prior): the global sample starts from it,
+            noised with z_T to the level of step ``round((1 - opts.prior_strength) * steps)`` (SDEdit,
+            Meng et al. 2022); strength 0 keeps it as it is. Instances still start from z_T.
 
     Returns:
         (1, C, h, w) z_0.
@@ -188,12 +197,21 @@ def sample(global_eps: Eps, instance_eps: Eps, z_T: torch.Tensor, masks: torch.T
     k = round(opts.alpha * n) if masks.shape[0] else 0
     g_global = torch.Generator().manual_seed(seed)
     z = z_T = centered(z_T) if opts.center_noise else z_T
-    if k < n or k == 0 or bool((partition(masks)[1] > 0).any()):  # else the global sample has no weight
-        z = denoise(global_eps, z_T, schedule, range(k), opts.eta, [g_global])
+    start = 0 if x0_prior is None else n - round(opts.prior_strength * n)
+    if k:
+        start = min(start, k)  # the fusion at step k needs the global latent at step k's level
+    z = z_T if x0_prior is None else noised(x0_prior.to(z_T), z_T, schedule.alpha_at(start))
+    if k and (k < n or bool((partition(masks)[1] > 0).any())):  # else the global sample has no weight
+        z = denoise(global_eps, z, schedule, range(start, k), opts.eta, [g_global])
     if k:
         z_i = run_instances(instance_eps, z_T, masks, schedule, range(k), opts, seed, ids)
         z = fuse(z[0], z_i, masks, opts.beta, opts.fusion)[None]
-    return denoise(global_eps, z, schedule, range(k, n), opts.eta, [g_global])
+    return denoise(global_eps, z, schedule, range(k if k else start, n), opts.eta, [g_global])
+
+
+def noised(x0: torch.Tensor, noise: torch.Tensor, alpha: float) -> torch.Tensor:
+    """q(z_t | x0) with the given noise: sqrt(alpha-bar) x0 + sqrt(1 - alpha-bar) noise."""
+    return alpha ** 0.5 * x0 + (1 - alpha) ** 0.5 * noise
 
 
 def centered(z: torch.Tensor) -> torch.Tensor:

@@ -96,6 +96,19 @@ def load(root: Path, opts: dict[str, Any]) -> MTColorModel:
     return MTColorModel(unet, controlnet, adapter)
 
 
+def load_prior(root: Path) -> torch.nn.Module | None:
+    """The colour prior in ``root/prior`` (:mod:`restorer.models.mtcolor.prior`), or None, said once, without one."""
+    from restorer.models.mtcolor.loading import load_part
+    from restorer.models.mtcolor.prior import ColourPrior
+
+    if not (Path(root) / "prior").is_dir():
+        log.warning("tiny preset: no colour prior in %s (prior/): without texts, colour comes from the diffusion "
+                    "base alone and is faint; train one with 'restorer train --stage prior'", root)
+        return None
+    return load_part(ColourPrior, Path(root) / "prior", "tiny colour prior weights", low_cpu_mem_usage=False,
+                     torch_dtype=torch.float32)
+
+
 def save(model: MTColorModel, root: Path) -> None:
     """Write the three parts in diffusers format (config.json + safetensors each)."""
     model.unet.save_pretrained(root / "unet")

@@ -1,0 +1,101 @@
+"""tiny's colour prior: decoding by hand, the soft targets, and how the sampler and engine start from it."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from restorer.models.mtcolor.prior import ColourPrior, bins_for, soft_encode
+from restorer.models.mtcolor.sampler import SamplingOptions, Schedule, sample
+
+SCHED = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2", "clip_sample": False,
+         "set_alpha_to_one": True, "prediction_type": "epsilon"}
+SMALL = [["s8", 3], ["head", 5]]
+
+
+def _prior(bins=((0.0, 0.0), (40.0, 0.0), (0.0, -40.0))) -> ColourPrior:
+    torch.manual_seed(0)
+    return ColourPrior(bins=[list(b) for b in bins], pyramid=SMALL, proj=4, hidden=8).eval()
+
+
+def test_annealed_mean_by_hand() -> None:
+    prior = _prior()
+    logits = torch.log(torch.tensor([0.2, 0.5, 0.3])).view(1, 3, 1, 1)
+    mean = prior.decode(logits, 1.0)[0, :, 0, 0]
+    assert torch.allclose(mean, torch.tensor([0.5 * 40, 0.3 * -40]), atol=1e-4)
+    # T = 0.5 squares the probabilities before normalising: 0.04, 0.25, 0.09
+    sharp = prior.decode(logits, 0.5)[0, :, 0, 0]
+    assert torch.allclose(sharp, torch.tensor([0.25 / 0.38 * 40, 0.09 / 0.38 * -40]), atol=1e-4)
+    # a tiny temperature gives the mode
+    assert torch.allclose(prior.decode(logits, 0.01)[0, :, 0, 0], torch.tensor([40.0, 0.0]), atol=1e-3)
+
+
+def test_bins_and_soft_targets() -> None:
+    ab = torch.tensor([[3.0, -4.0], [52.0, 18.0]]).T.reshape(1, 2, 1, 2)
+    assert bins_for(ab) == [[5.0, -5.0], [55.0, 15.0]]
+    centers = torch.tensor([[5.0, -5.0], [55.0, 15.0], [95.0, 95.0]])
+    target = soft_encode(ab, centers, k=2)
+    assert target.shape == (1, 3, 1, 2)
+    assert torch.allclose(target.sum(1), torch.ones(1, 1, 2))
+    assert target[0, :, 0, 0].argmax() == 0 and target[0, :, 0, 1].argmax() == 1
+    assert float(target[0, 2].max()) == 0.0  # beyond the k nearest: nothing
+
+
+def test_projecting_before_the_resize_is_the_same_as_after() -> None:
+    prior = _prior()
+    gray = torch.rand(1, 1, 16, 12) * 2 - 1
+    feats = {"s8": torch.randn(1, 3, 8, 6), "head": torch.randn(1, 5, 2, 2)}
+    resized = {k: F.interpolate(v, size=(16, 12), mode="bilinear", align_corners=False) for k, v in feats.items()}
+    with torch.no_grad():
+        assert torch.allclose(prior(gray, feats), prior(gray, resized), atol=1e-5)
+
+
+def _eps(z, t):
+    return 0.3 * z + 0.01 * float(t) / 1000
+
+
+def test_sampler_strength_zero_returns_the_prior_and_leaves_instances_alone() -> None:
+    schedule = Schedule.ddim(SCHED, 6)
+    z_T = torch.randn(1, 2, 8, 8, generator=torch.Generator().manual_seed(1))
+    x0 = torch.randn(1, 2, 8, 8, generator=torch.Generator().manual_seed(2))
+    opts = SamplingOptions(steps=6, alpha=1.0, prior_strength=0.0)
+    none = torch.zeros(0, 8, 8)
+    assert torch.equal(sample(_eps, None, z_T, none, schedule, opts, 0, x0_prior=x0), x0)
+    # half the steps from the prior: neither the prior itself nor the run from pure noise
+    half = sample(_eps, None, z_T, none, schedule, SamplingOptions(steps=6, prior_strength=0.5), 0, x0_prior=x0)
+    plain = sample(_eps, None, z_T, none, schedule, SamplingOptions(steps=6), 0)
+    assert not torch.allclose(half, x0) and not torch.allclose(half, plain)
+    # one instance on the left half: its cells come from its own run, with or without a prior
+    masks = torch.zeros(1, 8, 8)
+    masks[:, :, :4] = 1
+
+    def inst(z, t):
+        return -0.2 * z
+
+    with_prior = sample(_eps, inst, z_T, masks, schedule, opts, 0, [0], x0_prior=x0)
+    without = sample(_eps, inst, z_T, masks, schedule, opts, 0, [0])
+    assert torch.equal(with_prior[..., :4], without[..., :4])
+    assert torch.allclose(with_prior[..., 4:], x0[..., 4:], atol=1e-6)
+
+
+def test_engine_without_texts_gives_the_prior_at_strength_zero(monkeypatch) -> None:
+    from restorer.models.engine import FrameInput, ShotContext
+    from restorer.models.mtcolor import engine as E
+    from restorer.models.mtcolor import tiny
+    from restorer.presets import load_preset
+
+    opts = {**load_preset("tiny").options, "prior_strength": 0.0, "steps": 2}
+    prior = ColourPrior(bins=[[0.0, 0.0], [40.0, 30.0], [-30.0, -20.0]])
+    with torch.no_grad():
+        prior.out[-1].bias.copy_(torch.tensor([0.0, 3.0, 0.0]))  # leans to (40, 30) everywhere
+    monkeypatch.setattr(tiny, "load_prior", lambda root: prior)
+    engine = E.open_mtcolor(opts, device="cpu", weights=None, base=None, overrides={})
+    assert engine.prior is prior
+    luma = np.tile(np.linspace(0.1, 0.9, 64, dtype=np.float32), (48, 1))
+    ctx = ShotContext(seed=0, prompt=None, instances=(), size=luma.shape)
+    (ab,) = list(engine.shot(ctx, [FrameInput(0, luma, np.zeros((0, 48, 64), bool))]))
+    expected = engine.prior_latent(torch.from_numpy(luma)[None, None],
+                                   engine.space.prepare(torch.from_numpy(luma)[None, None], ab.shape[:2])[0])
+    assert np.allclose(ab, engine.space.decode(expected), atol=1e-4)
+    assert ab[..., 0].mean() > 15 and ab[..., 1].mean() > 10  # the prior's colour, not gray

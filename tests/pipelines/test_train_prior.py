@@ -1,0 +1,140 @@
+"""``restorer train --stage prior`` on a tiny dataset: the loss goes down, early stopping keeps the best
+held-out weights, resume is exact, export halves the weights and the engine loads them."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from restorer.models.mtcolor.prior import ColourPrior, prior_loss
+from restorer.pipelines import train as T
+from restorer.pipelines import train_prior as P
+from restorer.pipelines.dataset import build_dataset
+
+torch.set_num_threads(1)
+
+
+class FakePyramid:
+    """EfficientNet-Lite0's pyramid shapes from fixed random filters of the luma (no weights to load)."""
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.w = {name: torch.randn(ch, 1, 3, 3, generator=g) for name, ch in
+                  (("s8", 40), ("s16", 112), ("s32", 320), ("head", 1280))}
+
+    def pyramid(self, luma: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {}
+        for name, w in self.w.items():
+            stride = 32 if name == "head" else int(name[1:])
+            out[name] = torch.tanh(F.conv2d(F.avg_pool2d(luma, stride), w, padding=1))
+        return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def small_grid():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(T, "GRID", 16)
+        mp.setattr(T, "VIEW", 64)
+        yield
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """Eight photos: blue sky over green grass or yellow sand, with the same luma cue for each colour."""
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        img = np.zeros((48, 64, 3), np.float32)
+        img[:24] = (60, 110, 220)
+        img[24:] = (50, 150, 40) if i % 2 else (225, 200, 90)
+        img += rng.normal(0, 3, img.shape)
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / f"p{i}.png")
+    out = tmp_path_factory.mktemp("ds") / "d"
+    build_dataset(root, out, size=64, val_fraction=0.0, namer=lambda crop: "thing")
+    return out
+
+
+def _run(data: Path, out: Path, steps: int, resume: bool = False) -> dict:
+    cfg = P.PriorConfig(steps=steps, batch=4, lr=3e-3, warmup=2, eval_every=2, checkpoint_every=3, holdout=0.3)
+    return P.train_prior(data, out, steps=steps, resume=resume, config=cfg, views=2, features=FakePyramid())
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return ColourPrior.from_pretrained(folder, local_files_only=True, low_cpu_mem_usage=False).state_dict()
+
+
+def test_loss_goes_down_and_early_stopping_keeps_the_best(data, tmp_path) -> None:
+    summary = _run(data, tmp_path / "run", 12)
+    rows = list(csv.DictReader((tmp_path / "run" / "prior" / "log.csv").open()))
+    assert [int(r["step"]) for r in rows] == list(range(1, 13))
+    loss = [float(r["loss"]) for r in rows]
+    assert np.mean(loss[-3:]) < np.mean(loss[:3])
+    ces = {int(r["step"]): float(r["heldout_ce"]) for r in rows if r["heldout_ce"]}
+    assert sorted(ces) == [2, 4, 6, 8, 10, 12]
+    assert summary["heldout_ce"] <= min(ces.values()) + 1e-4
+    assert summary["best_step"] in (0, *ces)
+    final = Path(summary["final"])
+    cached = P.prepare_prior_cache(data, tmp_path / "run" / "prior_cache", views=2, features=FakePyramid())
+    hold = P.held_out(cached["meta"]["records"], 0.3)[cached["record"]].nonzero().flatten()
+    model = ColourPrior.from_pretrained(final, local_files_only=True, low_cpu_mem_usage=False)
+    assert P.held_out_ce(model, cached, hold) == pytest.approx(summary["heldout_ce"], abs=1e-4)
+    assert (tmp_path / "run" / "prior" / "loss.png").stat().st_size > 0
+
+
+def test_resume_equals_uninterrupted(data, tmp_path) -> None:
+    whole = _run(data, tmp_path / "a", 9)
+    _run(data, tmp_path / "b", 9)
+    # a kill after the checkpoint at step 6: drop what came after it, then resume
+    import shutil
+
+    shutil.rmtree(tmp_path / "b" / "prior" / "checkpoint-000009")
+    resumed = _run(data, tmp_path / "b", 9, resume=True)
+    assert resumed["resumed_at"] == 6
+    a, b = _weights(Path(whole["final"])), _weights(Path(resumed["final"]))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "a" / "prior" / "log.csv").read_text().count("\n") == \
+        (tmp_path / "b" / "prior" / "log.csv").read_text().count("\n")
+
+
+def test_resume_with_other_settings_is_refused(data, tmp_path) -> None:
+    from restorer.errors import InputError
+
+    _run(data, tmp_path / "r", 3)
+    with pytest.raises(InputError, match="other training settings"):
+        _run(data, tmp_path / "r", 5, resume=True)
+
+
+def test_the_prior_learns_the_colour_the_luma_tells(data, tmp_path) -> None:
+    """Sky blue on top, and grass or sand below: after training, the decoded top is blue (b* < 0)."""
+    summary = _run(data, tmp_path / "learn", 30)
+    model = ColourPrior.from_pretrained(Path(summary["final"]), local_files_only=True, low_cpu_mem_usage=False)
+    cached = P.prepare_prior_cache(data, tmp_path / "learn" / "prior_cache", views=2, features=FakePyramid())
+    idx = torch.arange(len(cached["record"]))
+    gray, feats, ab = P._batch(cached, idx)
+    with torch.no_grad():
+        pred = model.decode(model(gray, feats), 0.4)
+        untrained = ColourPrior(bins=model.config.bins)
+        assert float(prior_loss(model, gray, feats, ab)) < float(prior_loss(untrained, gray, feats, ab))
+    top = pred[:, :, : pred.shape[2] // 3]
+    assert float(top[:, 1].mean()) < -10  # b* of the sky
+
+
+def test_export_and_the_engine_loads_it(data, tmp_path) -> None:
+    from restorer.models.mtcolor import tiny
+
+    summary = _run(data, tmp_path / "e", 4)
+    target = P.export_prior(Path(summary["final"]), tmp_path / "weights")
+    assert target == tmp_path / "weights" / "prior"
+    from safetensors.torch import load_file
+
+    assert all(v.dtype == torch.float16 for v in load_file(target / "diffusion_pytorch_model.safetensors").values())
+    loaded = tiny.load_prior(tmp_path / "weights")
+    full = _weights(Path(summary["final"]))
+    assert all(torch.allclose(loaded.state_dict()[k].float(), full[k], atol=1e-2) for k in full)
+    assert tiny.load_prior(tmp_path / "nothing") is None
