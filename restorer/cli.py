@@ -71,7 +71,7 @@ def main(quiet_all: bool) -> None:
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="Output film, image, or folder (for several inputs or a folder input).")
 @click.option("--shots", type=click.Path(path_type=Path), help="shots.yaml with per-shot prompts and instances.")
-@click.option("--preset", default=None, help="Preset name (see `restorer presets`) or path to a preset YAML.")
+@click.option("--preset", default=None, help="Preset name (see `restorer presets`; default: tiny) or path to a preset YAML.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
@@ -216,12 +216,13 @@ def shots_schema_cmd():
 
 @main.command()
 def presets():
-    """List the shipped presets and what each needs."""
-    from restorer.presets import load_preset, shipped
+    """List the shipped presets and what each needs (* marks the default)."""
+    from restorer.presets import DEFAULT_PRESET, load_preset, shipped
 
     for name in shipped():
         p = load_preset(name)
-        click.echo(f"{p.name:10s} {p.engine:8s} runs on {p.runs_on:8s} needs: {p.needs}")
+        label = f"{p.name}*" if p.name == DEFAULT_PRESET else p.name
+        click.echo(f"{label:10s} {p.engine:8s} runs on {p.runs_on:8s} needs: {p.needs}")
         click.echo(f"{'':10s} {p.description}")
 
 

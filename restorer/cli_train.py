@@ -79,13 +79,15 @@ def dataset_build(images: Path, out: Path, val_fraction: float, size: int, seed:
 @click.option("--views", default=None, type=click.IntRange(1),
               help="Augmented views per photo in the frozen-feature cache [6; prior: 10].")
 @click.option("--checkpoint-every", default=250, show_default=True, type=click.IntRange(1))
+@click.option("--rebalance", default=0.5, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="Prior only: class rebalancing lambda (Zhang et al.; 1 = none).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--threads", default=1, show_default=True, type=int, help="torch CPU threads.")
 @click.option("--export", "export", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Afterwards, copy the stage's final weights here in float16 (what the package ships).")
 def train(preset: str, data: Path, out: Path, stage: str, steps: int, resume: bool, init: Path | None,
-          batch: int | None, lr: float, warmup: int | None, views: int | None, checkpoint_every: int, seed: int,
-          threads: int, export: Path | None) -> None:
+          batch: int | None, lr: float, warmup: int | None, views: int | None, checkpoint_every: int,
+          rebalance: float, seed: int, threads: int, export: Path | None) -> None:
     """Train one stage of an MT-Color preset on a dataset."""
     from restorer.pipelines.train import TrainConfig, export_weights
     from restorer.pipelines.train import train as run
@@ -95,7 +97,7 @@ def train(preset: str, data: Path, out: Path, stage: str, steps: int, resume: bo
         from restorer.pipelines.train_prior import PriorConfig, export_prior, train_prior
 
         cfg = PriorConfig(steps=steps, batch=batch or 16, lr=lr, warmup=warmup or 20, seed=seed,
-                          checkpoint_every=checkpoint_every)
+                          checkpoint_every=checkpoint_every, rebalance=rebalance)
         summary = train_prior(data, out, steps=steps, resume=resume, config=cfg, views=views or 10, progress=True)
         if export is not None:
             summary["exported"] = str(export_prior(Path(summary["final"]), export))

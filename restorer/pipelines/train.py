@@ -549,8 +549,12 @@ def draw_loss_plot(csv_paths: Path | list[Path], png: Path, *, title: str = "tra
     left, right, top, bottom = 60, w - 70, 30, h - 40
     d.rectangle([left, top, right, bottom], outline="black")
     d.text((left, 8), title, fill="black")
+    held = [_held_out_points(p) for p in paths]
+    held_steps = np.concatenate([h[0] + sum(len(x[0]) for x in logs[:i]) for i, h in enumerate(held)]) \
+        if held else np.zeros(0)
+    held_ce = np.concatenate([h[1] for h in held]) if held else np.zeros(0)
     if len(loss):
-        _curves(d, steps, loss, lr, (left, right, top, bottom))
+        _curves(d, steps, loss, lr, (left, right, top, bottom), (held_steps, held_ce))
         bounds = np.cumsum([len(x[0]) for x in logs])[:-1]
         for b in bounds:
             x = left + (right - left) * b / max(steps.max(), 1)
@@ -558,7 +562,14 @@ def draw_loss_plot(csv_paths: Path | list[Path], png: Path, *, title: str = "tra
     im.save(png)
 
 
-def _curves(d, steps, loss, lr, box) -> None:
+def _held_out_points(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of a log's ``heldout_ce`` column where it has one (the colour prior's log)."""
+    rows = list(csv.DictReader(Path(path).open()))
+    pts = [(float(r["step"]), float(r["heldout_ce"])) for r in rows if r.get("heldout_ce")]
+    return (np.array([p[0] for p in pts]), np.array([p[1] for p in pts])) if pts else (np.zeros(0), np.zeros(0))
+
+
+def _curves(d, steps, loss, lr, box, held=(np.zeros(0), np.zeros(0))) -> None:
     left, right, top, bottom = box
     loss = np.log10(np.maximum(loss, 1e-8))  # log scale: the loss spans decades
     lo, hi = float(np.percentile(loss, 1)), float(np.percentile(loss, 99.5))
@@ -579,7 +590,12 @@ def _curves(d, steps, loss, lr, box) -> None:
         d.text((right + 4, y - 6), f"{lr_hi * frac:.1e}", fill=(220, 90, 30))
     d.text((left, bottom + 6), f"step {int(steps.min())}", fill="black")
     d.text((right - 90, bottom + 6), f"step {int(steps.max())}", fill="black")
-    d.text((left + 150, 8), "loss, log scale (blue: moving average of 50)   lr (orange)", fill="black")
+    legend = "loss, log scale (blue: moving average of 50)   lr (orange)"
+    if len(held[0]):
+        for x, y in zip(sx(held[0]), sy(np.log10(np.maximum(held[1], 1e-8)), lo, hi)):
+            d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=(30, 150, 60))
+        legend += "   held-out photos (green)"
+    d.text((left + 150, 8), legend, fill="black")
 
 
 def export_weights(src: Path, dst: Path, *, dtype: torch.dtype = torch.float16) -> Path:

@@ -12,8 +12,9 @@ overfits a few hundred photos within a few hundred steps, so the held-out cross-
 measured every ``eval_every`` steps and the best weights are kept (early stopping). The
 dataset's validation split is never read.
 
-Loss: cross-entropy against the soft-encoded true a*b* (no class rebalancing: it bought
-colourfulness at the price of wrong hues on held-out photos). AdamW with linear warm-up then
+Loss: cross-entropy against the soft-encoded true a*b*, with Zhang et al.'s class rebalancing
+(``rebalance`` = their lambda, 0.5: without it the rare saturated bins lose to the common
+near-gray ones and the annealed mean comes out about half as colourful). AdamW with linear warm-up then
 cosine decay, dropout on the features. Every random draw of step ``s`` comes from a generator
 seeded by (seed, s), checkpoints hold the weights, AdamW's moments and the best-so-far, so
 ``--resume`` continues exactly.
@@ -50,7 +51,7 @@ class PriorConfig:
     warmup: int = 20
     weight_decay: float = 0.05
     dropout: float = 0.3
-    rebalance: float = 1.0  # Zhang et al.'s lambda: 1 = no rebalancing, 0.5 = theirs
+    rebalance: float = 0.5  # Zhang et al.'s lambda (theirs): 1 = no rebalancing
     holdout: float = 0.2
     eval_every: int = 50
     checkpoint_every: int = 250

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from restorer.errors import InputError
 
-DEFAULT_PRESET = "stencil"
+DEFAULT_PRESET = "tiny"
 
 # engine name -> "module:factory"; a factory takes (options, *, device, weights, base, overrides)
 ENGINES: dict[str, str] = {

@@ -81,10 +81,15 @@ def test_loss_goes_down_and_early_stopping_keeps_the_best(data, tmp_path) -> Non
     assert summary["best_step"] in (0, *ces)
     final = Path(summary["final"])
     cached = P.prepare_prior_cache(data, tmp_path / "run" / "prior_cache", views=2, features=FakePyramid())
-    hold = P.held_out(cached["meta"]["records"], 0.3)[cached["record"]].nonzero().flatten()
+    from restorer.models.mtcolor.prior import rebalancing
+
+    held = P.held_out(cached["meta"]["records"], 0.3)[cached["record"]]
     model = ColourPrior.from_pretrained(final, local_files_only=True, low_cpu_mem_usage=False)
-    assert P.held_out_ce(model, cached, hold) == pytest.approx(summary["heldout_ce"], abs=1e-4)
-    assert (tmp_path / "run" / "prior" / "loss.png").stat().st_size > 0
+    weights = rebalancing(cached["ab"][~held], model.centers, 0.5)
+    assert P.held_out_ce(model, cached, held.nonzero().flatten(), weights=weights) == \
+        pytest.approx(summary["heldout_ce"], abs=1e-4)
+    plot = np.asarray(Image.open(tmp_path / "run" / "prior" / "loss.png").convert("RGB"))
+    assert ((plot == (30, 150, 60)).all(-1)).sum() > 20  # the held-out points are drawn
 
 
 def test_resume_equals_uninterrupted(data, tmp_path) -> None:
@@ -138,3 +143,22 @@ def test_export_and_the_engine_loads_it(data, tmp_path) -> None:
     full = _weights(Path(summary["final"]))
     assert all(torch.allclose(loaded.state_dict()[k].float(), full[k], atol=1e-2) for k in full)
     assert tiny.load_prior(tmp_path / "nothing") is None
+
+
+def test_cli_trains_and_exports_the_prior(data, tmp_path) -> None:
+    """``restorer train --stage prior`` with the real EfficientNet-Lite0 pyramid (64-px views here)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from restorer.cli import main
+
+    result = CliRunner().invoke(main, ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--stage",
+                                       "prior", "--steps", "3", "--views", "1", "--checkpoint-every", "2",
+                                       "--export", str(tmp_path / "w")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["stage"] == "prior" and summary["steps"] == 3
+    assert (tmp_path / "w" / "prior" / "config.json").exists()
+    assert sorted(p.name for p in (tmp_path / "run" / "prior").glob("checkpoint-*")) == \
+        ["checkpoint-000002", "checkpoint-000003"]

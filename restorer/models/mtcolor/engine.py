@@ -14,14 +14,15 @@ Options (preset YAML ``options:``; CLI ``overrides`` replace them): ``backbone``
 sd15), ``steps``, ``guidance``, ``eta``, ``alpha``, ``beta``, ``fusion`` (vp | literal),
 ``crop``, ``margin``; tiny: ``grid``, ``features``, ``model`` (U-Net widths etc.),
 ``init_seed``, ``scheduler``, ``prior`` (use the weights' colour prior, default true),
-``prior_temperature``, ``prior_strength`` (see :mod:`restorer.models.mtcolor.prior`);
+``prior_temperature``, ``prior_strength``, ``prompt_strength`` (the strength when the shot has a
+global prompt; see :mod:`restorer.models.mtcolor.prior`);
 sd15: ``size``, ``base_config``.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -36,7 +37,8 @@ from restorer.models.mtcolor.sampler import SamplingOptions, Schedule, instance_
 
 log = logging.getLogger(__name__)
 
-OVERRIDES = ("steps", "guidance", "alpha", "beta", "fusion", "eta", "prior", "prior_temperature", "prior_strength")
+OVERRIDES = ("steps", "guidance", "alpha", "beta", "fusion", "eta", "prior", "prior_temperature", "prior_strength",
+             "prompt_strength")
 
 
 @dataclass
@@ -55,12 +57,15 @@ class MTColorEngine:
     name = "mtcolor"
 
     def __init__(self, model: MTColorModel, space: Any, text: Any, scheduler: dict, opts: SamplingOptions,
-                 device: str, dtype: torch.dtype, prior: Any = None, prior_temperature: float = 0.4):
+                 device: str, dtype: torch.dtype, prior: Any = None, prior_temperature: float = 0.4,
+                 prompt_strength: float = 0.6):
         self.model = model.to(device=device, dtype=dtype).eval()
         self.space, self.text, self.scheduler, self.opts = space, text, scheduler, opts
         self.device, self.dtype = device, dtype
-        self.prior = None if prior is None else prior.to(device=device, dtype=dtype).eval()
-        self.prior_temperature = prior_temperature
+        self.prior = None if prior is None else prior.to(device).eval()
+        if self.prior is not None and self.prior.dtype != dtype:
+            self.prior = self.prior.to(dtype)
+        self.prior_temperature, self.prompt_strength = prior_temperature, prompt_strength
 
     def shot(self, ctx: ShotContext, frames: Iterable[FrameInput]) -> Iterator[np.ndarray]:
         texts = self.embed(ctx)
@@ -88,7 +93,8 @@ class MTColorEngine:
     def frame(self, frame: FrameInput, texts: ShotTexts, schedule: Schedule, seed: int) -> np.ndarray:
         luma = torch.from_numpy(np.ascontiguousarray(frame.luma, dtype=np.float32))[None, None]
         size = self.space.latent_size(tuple(luma.shape[-2:]))
-        gray, control = self.space.prepare(luma.to(self.device), size)
+        pyramid = self.space.features.pyramid(luma.to(self.device)) if self.prior is not None else None
+        gray, control = self.space.prepare(luma.to(self.device), size, pyramid)
         gray = None if gray is None else gray.to(self.dtype)
         cover, small, present = self._masks(frame.masks, size)
         enc = self.model.adapter.encoder
@@ -107,18 +113,20 @@ class MTColorEngine:
             cond = Conditions(texts.prompt, cover[None], nulls, **base)
         # with no prompt and no instance text the two halves of classifier-free guidance are one and the same
         guidance = self.opts.guidance if texts.has_prompt or (ids and not alone) else 1.0
+        opts = self.opts
+        if texts.has_prompt and self.prior is not None:  # the global text needs steps to say something
+            opts = replace(opts, prior_strength=max(opts.prior_strength, self.prompt_strength))
         z0 = sample(self._as_eps(lambda z, t: guided_eps(self.model, z, t, cond, uncond, guidance), schedule),
                     None if inst is None else self._as_eps(inst, schedule), self.initial_noise(size, seed),
-                    cover[ids], schedule, self.opts, seed, ids, x0_prior=self.prior_latent(luma, gray))
+                    cover[ids], schedule, opts, seed, ids, x0_prior=self.prior_latent(pyramid, gray))
         return self.space.decode(z0)
 
     @torch.no_grad()
-    def prior_latent(self, luma: torch.Tensor, gray: torch.Tensor | None) -> torch.Tensor | None:
+    def prior_latent(self, pyramid: dict[str, torch.Tensor] | None, gray: torch.Tensor | None) -> torch.Tensor | None:
         """tiny's colour prior as a latent z_0 guess (annealed mean a*b* / ab_scale), or None without one."""
-        if self.prior is None or gray is None:
+        if self.prior is None or gray is None or pyramid is None:
             return None
-        feats = self.space.features.pyramid(luma.to(self.device))
-        logits = self.prior(gray, {k: v.to(self.dtype) for k, v in feats.items()})
+        logits = self.prior(gray, {k: v.to(self.dtype) for k, v in pyramid.items()})
         return (self.prior.decode(logits, self.prior_temperature) / self.space.ab_scale).to(self.dtype)
 
     def _as_eps(self, fn, schedule: Schedule):
@@ -196,7 +204,8 @@ def _open_tiny(opts: dict, device: str, weights: Path | None) -> MTColorEngine:
     prior = tiny.load_prior(root) if root is not None and features is not None and opts.get("prior", True) else None
     return MTColorEngine(model, space, text, tiny.scheduler_config(opts), sampling_options(opts, space.multiple),
                          device, torch.float32, prior=prior,
-                         prior_temperature=float(opts.get("prior_temperature", 0.4)))
+                         prior_temperature=float(opts.get("prior_temperature", 0.4)),
+                         prompt_strength=float(opts.get("prompt_strength", 0.6)))
 
 
 def _open_sd15(opts: dict, device: str, weights: Path | None, base: Path | None) -> MTColorEngine:

@@ -52,12 +52,17 @@ class TinySpace:
     def latent_size(self, frame: tuple[int, int]) -> tuple[int, int]:
         return working_size(frame, self.grid, self.multiple)
 
-    def prepare(self, luma: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """luma (1, 1, H, W) -> (gray at the grid, control image at the grid)."""
+    def prepare(self, luma: torch.Tensor, size: tuple[int, int],
+                pyramid: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """luma (1, 1, H, W) -> (gray at the grid, control image at the grid); ``pyramid``: the features'
+        :meth:`~restorer.models.mtcolor.features.EfficientNetFeatures.pyramid` of this luma, if already computed."""
         gray = resize(luma, size) * 2 - 1
         if self.features is None:
             return gray, gray
-        return gray, torch.cat([gray, self.features(luma, size)], dim=1)
+        if pyramid is None:
+            return gray, torch.cat([gray, self.features(luma, size)], dim=1)
+        head = F.interpolate(pyramid["head"], size=size, mode="bilinear", align_corners=False)
+        return gray, torch.cat([gray, head.to(gray.dtype)], dim=1)
 
     def decode(self, z: torch.Tensor) -> np.ndarray:
         return (z[0].float().permute(1, 2, 0) * self.ab_scale).clamp(-_AB_LIMIT, _AB_LIMIT).cpu().numpy()
@@ -73,7 +78,7 @@ class SDSpace:
         h, w = working_size(frame, self.size, 64)
         return h // 8, w // 8
 
-    def prepare(self, luma: torch.Tensor, size: tuple[int, int]) -> tuple[None, torch.Tensor]:
+    def prepare(self, luma: torch.Tensor, size: tuple[int, int], pyramid: None = None) -> tuple[None, torch.Tensor]:
         return None, resize(luma, (size[0] * 8, size[1] * 8)).expand(-1, 3, -1, -1)
 
     @torch.no_grad()

@@ -95,7 +95,35 @@ def test_engine_without_texts_gives_the_prior_at_strength_zero(monkeypatch) -> N
     luma = np.tile(np.linspace(0.1, 0.9, 64, dtype=np.float32), (48, 1))
     ctx = ShotContext(seed=0, prompt=None, instances=(), size=luma.shape)
     (ab,) = list(engine.shot(ctx, [FrameInput(0, luma, np.zeros((0, 48, 64), bool))]))
-    expected = engine.prior_latent(torch.from_numpy(luma)[None, None],
-                                   engine.space.prepare(torch.from_numpy(luma)[None, None], ab.shape[:2])[0])
+    t = torch.from_numpy(luma)[None, None]
+    expected = engine.prior_latent(engine.space.features.pyramid(t), engine.space.prepare(t, ab.shape[:2])[0])
     assert np.allclose(ab, engine.space.decode(expected), atol=1e-4)
     assert ab[..., 0].mean() > 15 and ab[..., 1].mean() > 10  # the prior's colour, not gray
+    # a global prompt gets diffusion steps from the noised prior: its result is no longer the prior
+    ctx = ShotContext(seed=0, prompt="a blue evening", instances=(), size=luma.shape)
+    (prompted,) = list(engine.shot(ctx, [FrameInput(0, luma, np.zeros((0, 48, 64), bool))]))
+    assert np.isfinite(prompted).all() and not np.allclose(prompted, ab, atol=1.0)
+
+
+def test_rebalancing_weights_by_hand() -> None:
+    from restorer.models.mtcolor.prior import rebalancing
+
+    centers = torch.tensor([[0.0, 0.0], [50.0, 0.0]])
+    ab = torch.zeros(1, 2, 1, 4)
+    ab[0, 0, 0, 3] = 50.0  # three cells in bin 0, one in bin 1: p = (0.75, 0.25)
+    w = rebalancing(ab, centers, 0.5)
+    raw = torch.tensor([1 / (0.5 * 0.75 + 0.25), 1 / (0.5 * 0.25 + 0.25)])
+    assert torch.allclose(w, raw / (0.75 * raw[0] + 0.25 * raw[1]))
+    assert float(w[1]) > float(w[0])  # the rare colour weighs more
+    assert rebalancing(ab, centers, 1.0) is None
+
+
+def test_control_from_the_pyramid_equals_the_plain_features() -> None:
+    from restorer.models.mtcolor.features import EfficientNetFeatures
+    from restorer.models.mtcolor.spaces import TinySpace
+
+    space = TinySpace(features=EfficientNetFeatures())
+    luma = torch.rand(1, 1, 72, 96)
+    plain = space.prepare(luma, (24, 32))
+    shared = space.prepare(luma, (24, 32), space.features.pyramid(luma))
+    assert torch.allclose(plain[1], shared[1], atol=1e-5) and torch.equal(plain[0], shared[0])
