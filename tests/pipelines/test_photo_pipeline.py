@@ -187,3 +187,21 @@ def test_two_photos_onto_one_output_are_refused(tmp_path):
     result = run(tmp_path / "a" / "1.png", tmp_path / "b" / "1.png", "-o", out)
     assert result.exit_code == 2 and "would both be written" in result.output
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_default_preset_colours_a_photo_without_notes(tmp_path) -> None:
+    """No --preset, no sidecar: the shipped tiny model's colour prior gives colour, and the luma is kept.
+
+    The photo is scikit-image's coffee cup (reserved for evaluation, never trained on), made gray."""
+    skimage_data = pytest.importorskip("skimage.data")
+    rgb = np.asarray(Image.fromarray(skimage_data.coffee()).resize((160, 120), Image.LANCZOS))
+    gray = np.rint(rgb @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
+    Image.fromarray(gray, "L").save(tmp_path / "cup.png")
+    result = CliRunner().invoke(main, ["colorize", str(tmp_path / "cup.png"), "-o", str(tmp_path / "cup_c.png"),
+                                       "--quiet"])
+    assert result.exit_code == 0, result.output
+    out = np.asarray(Image.open(tmp_path / "cup_c.png").convert("RGB")).astype(np.float64)
+    luma = out @ np.array([0.299, 0.587, 0.114])
+    assert np.abs(luma - gray).mean() < 1.0
+    lab = srgb_to_lab(out / 255)
+    assert float(np.hypot(lab[..., 1], lab[..., 2]).mean()) > 8  # colour, not a gray picture
