@@ -71,7 +71,8 @@ def main(quiet_all: bool) -> None:
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="Output film, image, or folder (for several inputs or a folder input).")
 @click.option("--shots", type=click.Path(path_type=Path), help="shots.yaml with per-shot prompts and instances.")
-@click.option("--preset", default=None, help="Preset name (see `restorer presets`; default: tiny) or path to a preset YAML.")
+@click.option("--preset", default=None,
+              help="Preset name (see `restorer presets`; default: tiny) or path to a preset YAML.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")

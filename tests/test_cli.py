@@ -308,7 +308,7 @@ def test_shots_check_finds_an_unknown_colour_word_at_its_line(tmp_path, clip, re
     shots = tmp_path / "s.yaml"
     shots.write_text("version: 1\nshots:\n  - instances:\n      - name: car\n        text: a blorpish car\n"
                      "        prompts:\n          - frame: 3\n            box: [1, 1, 20, 20]\n")
-    proc = restorer("shots", "check", clip, shots)
+    proc = restorer("shots", "check", clip, shots, "--preset", "stencil")  # stencil needs colour names
     refused(proc, one_error, "s.yaml:5", "blorpish", "did you mean")
 
 

@@ -569,8 +569,9 @@ def _held_out_points(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return (np.array([p[0] for p in pts]), np.array([p[1] for p in pts])) if pts else (np.zeros(0), np.zeros(0))
 
 
-def _curves(d, steps, loss, lr, box, held=(np.zeros(0), np.zeros(0))) -> None:
+def _curves(d, steps, loss, lr, box, held=None) -> None:
     left, right, top, bottom = box
+    held = held if held is not None else (np.zeros(0), np.zeros(0))
     loss = np.log10(np.maximum(loss, 1e-8))  # log scale: the loss spans decades
     lo, hi = float(np.percentile(loss, 1)), float(np.percentile(loss, 99.5))
     hi = hi if hi > lo else lo + 1e-6
