@@ -1,10 +1,12 @@
 """Tiny preset with its shipped weights: seconds per 512x512 photo, whole photo path.
 
-Run: python bench/bench_tiny.py [--threads 2] [--repeats 5] [--instances 0]
+Run: python bench/bench_tiny.py [--threads 2] [--repeats 5] [--instances 0] [--prompt TEXT]
 
 Times what ``restorer colorize photo.png --preset tiny`` spends per photo once the engine is
-open: engine (EfficientNet-Lite0 features, 20 guided DDIM steps, multi-instance sampling when
-instances are given), luma-guided chroma upsampling and recombination. Loading the models
+open: engine (EfficientNet-Lite0 features, the colour prior, guided DDIM steps for the instances
+and, with a global prompt, for the background), luma-guided chroma upsampling and recombination.
+The "DDIM steps run" column counts the steps of the global sample and of the instances' (batched)
+sample: without texts the colour prior alone colours the photo and no step runs. Loading the models
 (about 10 s, once per run) is reported apart. Prints a Markdown table.
 """
 
@@ -32,6 +34,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--instances", type=int, default=0, help="instance masks (bands) with texts")
     ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--prompt", default=None, help="a global prompt for the photo")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -51,7 +54,7 @@ def main() -> None:
     colours = ["red", "blue", "green", "yellow", "purple", "orange"]
     for k in range(args.instances):
         masks[k, :, k * args.size // (args.instances + 1):(k + 1) * args.size // (args.instances + 1)] = True
-    ctx = ShotContext(seed=0, prompt=None, size=luma.shape, instances=tuple(
+    ctx = ShotContext(seed=0, prompt=args.prompt, size=luma.shape, instances=tuple(
         InstanceText(f"i{k}", f"a {colours[k % 6]} object") for k in range(args.instances)))
 
     def once() -> None:
@@ -66,9 +69,18 @@ def main() -> None:
         times.append(time.perf_counter() - t)
     print(f"weights: {shipped() or 'random init (none shipped)'}; {platform.processor() or platform.machine()}, "
           f"{args.threads} torch threads, torch {torch.__version__}")
-    print("| photo | instances | steps | s/photo (median) | min | max | engine load s |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    print(f"| {args.size}x{args.size} | {args.instances} | {preset.options.get('steps')} | "
+    steps = int(preset.options.get("steps"))
+    opts = engine.opts
+    glob = 0
+    if args.prompt:  # the global sample runs from the noised prior for this share of the steps
+        glob = round(max(opts.prior_strength, engine.prompt_strength) * steps)
+    elif engine.prior is None:
+        glob = steps
+    run = f"{glob} + {steps if args.instances else 0}"
+    print("| photo | instances | prompt | DDIM steps run (global + instances) | s/photo (median) | min | max "
+          "| engine load s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| {args.size}x{args.size} | {args.instances} | {'yes' if args.prompt else 'no'} | {run} | "
           f"{np.median(times):.2f} | {min(times):.2f} | {max(times):.2f} | {load_s:.1f} |")
 
 
