@@ -74,5 +74,6 @@ def colorize_run(inputs: list[Path], output: Path, opts: ColorizeOptions) -> dic
     if opts.report:
         write_json_atomic(opts.report, report)
     if not opts.quiet:
-        log.info("wrote %s (%d frames in %.1f s)", output, report["frames"], report["seconds"])
+        log.info("wrote %s (%d frame%s in %.1f s)", output, report["frames"], "" if report["frames"] == 1 else "s",
+                 report["seconds"])
     return report
