@@ -112,7 +112,6 @@ def prepare_cache(data: Path, cache: Path, *, views: int = 8, seed: int = 0, fea
     """
     from safetensors.torch import load_file, save_file
 
-    from restorer.models.mtcolor.spaces import resize, rgb_to_ab
     from restorer.pipelines.dataset import PALETTE, instance_text, load_record, read_dataset
 
     cache = Path(cache)
@@ -126,13 +125,9 @@ def prepare_cache(data: Path, cache: Path, *, views: int = 8, seed: int = 0, fea
     out = {k: [] for k in ("gray", "ab", "labels", "feat", "record")}
     for i, rec in enumerate(records):
         rgb, labels = load_record(data, rec)
-        for _ in range(views):
-            crop, lab = _view(rgb, labels, *_view_params(rng, *labels.shape))
-            luma = 0.299 * crop[:, :1] + 0.587 * crop[:, 1:2] + 0.114 * crop[:, 2:]
-            out["gray"].append((resize(luma, (GRID, GRID)) * 2 - 1)[0].half())
-            out["ab"].append(resize(rgb_to_ab(crop), (GRID, GRID))[0].half())
+        for crop, luma, lab in augmented_views(rgb, labels, rng, views):
+            add_view(out, crop, luma, i)
             out["labels"].append(lab)
-            out["record"].append(torch.tensor(i))
             if feats is not None:
                 out["feat"].append(_raw_features(feats, luma)[0].half())
         if progress:
@@ -151,6 +146,22 @@ def prepare_cache(data: Path, cache: Path, *, views: int = 8, seed: int = 0, fea
             "features": features}
     (cache / "cache.json").write_text(json.dumps(meta, indent=1) + "\n")
     return _read_cache(cache, load_file)
+
+
+def augmented_views(rgb: np.ndarray, labels: np.ndarray, rng: np.random.Generator, views: int):
+    """``views`` random crops (scale jitter) and flips of a photo: (crop (1, 3, VIEW, VIEW), its luma, labels)."""
+    for _ in range(views):
+        crop, lab = _view(rgb, labels, *_view_params(rng, *labels.shape))
+        yield crop, 0.299 * crop[:, :1] + 0.587 * crop[:, 1:2] + 0.114 * crop[:, 2:], lab
+
+
+def add_view(out: dict[str, list], crop: torch.Tensor, luma: torch.Tensor, record: int) -> None:
+    """Append a view's gray (in [-1, 1]) and a*b* at the grid, float16, and its record index to ``out``."""
+    from restorer.models.mtcolor.spaces import resize, rgb_to_ab
+
+    out["gray"].append((resize(luma, (GRID, GRID)) * 2 - 1)[0].half())
+    out["ab"].append(resize(rgb_to_ab(crop), (GRID, GRID))[0].half())
+    out["record"].append(torch.tensor(record))
 
 
 def _instance_tables(records: list[dict], objects: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

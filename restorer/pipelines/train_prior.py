@@ -67,9 +67,8 @@ def prepare_prior_cache(data: Path, cache: Path, *, views: int = 10, seed: int =
     from safetensors.torch import load_file, save_file
 
     from restorer.models.mtcolor.features import EfficientNetFeatures
-    from restorer.models.mtcolor.spaces import resize, rgb_to_ab
     from restorer.pipelines.dataset import load_record, read_dataset
-    from restorer.pipelines.train import GRID, VIEW, _view, _view_params
+    from restorer.pipelines.train import VIEW, add_view, augmented_views
 
     cache = Path(cache)
     if (cache / "prior.safetensors").exists():
@@ -86,12 +85,8 @@ def prepare_prior_cache(data: Path, cache: Path, *, views: int = 10, seed: int =
     out: dict[str, list] = {"gray": [], "ab": [], "record": []}
     for i, rec in enumerate(records):
         rgb, labels = load_record(data, rec)
-        for _ in range(views):
-            crop, _ = _view(rgb, labels, *_view_params(rng, *labels.shape))
-            luma = 0.299 * crop[:, :1] + 0.587 * crop[:, 1:2] + 0.114 * crop[:, 2:]
-            out["gray"].append((resize(luma, (GRID, GRID)) * 2 - 1)[0].half())
-            out["ab"].append(resize(rgb_to_ab(crop), (GRID, GRID))[0].half())
-            out["record"].append(torch.tensor(i))
+        for crop, luma, _ in augmented_views(rgb, labels, rng, views):
+            add_view(out, crop, luma, i)
             for name, t in net.pyramid(luma).items():
                 out.setdefault(name, []).append(t[0].half())
         if progress:
