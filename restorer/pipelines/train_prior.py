@@ -120,7 +120,7 @@ def train_prior(data: Path, out: Path, *, steps: int, resume: bool = False, conf
     hold = held_out(cached["meta"]["records"], cfg.holdout)[cached["record"]]
     if hold.all() or not hold.any():
         raise InputError("too few training photos to hold some out for early stopping", path=data,
-                         hint="use a dataset with more training photos, or another --holdout share")
+                         hint="use a dataset with more training photos (a fifth of them, by name, are held out)")
     fit_idx, hold_idx = (~hold).nonzero().flatten(), hold.nonzero().flatten()
     torch.manual_seed(cfg.seed)
     model = ColourPrior(bins=bins_for(cached["ab"][fit_idx]), dropout=cfg.dropout)
