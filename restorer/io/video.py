@@ -805,7 +805,7 @@ def assemble(segments: Iterable[str | Path], source: str | Path, info: VideoInfo
     _check_segments(segments)
     tmp = output.with_name(f".{output.stem}.{os.getpid()}.partial{output.suffix}")
     try:
-        _remux(segments, Path(source), tmp, output)
+        _remux(segments, Path(source), tmp, output, info)
         fsync_file(tmp)
         os.replace(tmp, output)
     finally:
@@ -831,7 +831,7 @@ def _check_segments(segments: list[Path]) -> None:
                               hint="delete the job's segments and encode them again with one setting")
 
 
-def _remux(segments: list[Path], source: Path, tmp: Path, output: Path) -> None:
+def _remux(segments: list[Path], source: Path, tmp: Path, output: Path, info: VideoInfo) -> None:
     fmt = _container_format(output)
     options = {"fflags": "+bitexact"}
     if fmt == "matroska":
@@ -843,6 +843,11 @@ def _remux(segments: list[Path], source: Path, tmp: Path, output: Path) -> None:
     try:
         with av.open(str(segments[0])) as first, av.open(str(source)) as src:
             video_out = out.add_stream_from_template(first.streams.video[0])
+            # the colour tags the chroma was computed with: an ffv1 bitstream does not carry them and
+            # the segments' MP4 drops them, so without this a full-range master would read as limited
+            cc = video_out.codec_context
+            cc.color_range = RANGE_FULL if info.full_range else RANGE_LIMITED
+            cc.colorspace, cc.color_primaries, cc.color_trc = info.matrix, info.color_primaries, info.color_trc
             others = [s for s in src.streams if s.type in ("audio", "subtitle")]
             mapping = _add_templates(out, others, output)
             _start(out, output)

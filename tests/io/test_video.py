@@ -379,3 +379,30 @@ def test_frame_at_follows_the_pts_of_a_variable_frame_rate_film(tmp_path):
     assert info.frame_at(Fraction(info.duration_s)) == info.frame_count
     gaps = [info.time(i + 1) - info.time(i) for i in range(info.frame_count - 1)]
     assert len(set(gaps)) > 1, "the clip really has a variable frame rate"
+
+
+def test_full_range_8_bit_source_to_10_bit_is_a_bit_shift(tmp_path):
+    """A full-range 8-bit film written at 10 bits: every Y' code value is shifted by 2 bits (255 -> 1020,
+    0 -> 0), the usual MSB alignment, not rescaled to 1023."""
+    src = tmp_path / "full.mkv"
+    levels = np.array([0, 1, 16, 128, 235, 254, 255], np.uint8)
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("ffv1", rate=25)
+        s.width, s.height, s.pix_fmt = 14, 8, "gray"
+        for k in range(3):
+            img = np.repeat(np.repeat(np.roll(levels, k)[None], 8, axis=0), 2, axis=1)
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="gray")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    out = tmp_path / "out.mkv"
+    info = run_film(src, out, codec="ffv1", bit_depth=10)
+    assert info.full_range and info.bit_depth == 8
+    probed = V.probe(out)
+    assert probed.bit_depth == 10 and probed.full_range
+    src_luma = [f.luma for f in V.LumaReader(src, info)]
+    out_luma = [f.luma for f in V.LumaReader(out, probed)]
+    assert len(out_luma) == 3
+    for a, b in zip(src_luma, out_luma):
+        assert np.array_equal(b, a.astype(np.uint16) << 2)
+    assert int(out_luma[0].max()) == 1020 and int(out_luma[0].min()) == 0
