@@ -58,7 +58,7 @@ class MTColorEngine:
 
     def __init__(self, model: MTColorModel, space: Any, text: Any, scheduler: dict, opts: SamplingOptions,
                  device: str, dtype: torch.dtype, prior: Any = None, prior_temperature: float = 0.4,
-                 prompt_strength: float = 0.6):
+                 prompt_strength: float = 0.3):
         self.model = model.to(device=device, dtype=dtype).eval()
         self.space, self.text, self.scheduler, self.opts = space, text, scheduler, opts
         self.device, self.dtype = device, dtype
@@ -205,7 +205,7 @@ def _open_tiny(opts: dict, device: str, weights: Path | None) -> MTColorEngine:
     return MTColorEngine(model, space, text, tiny.scheduler_config(opts), sampling_options(opts, space.multiple),
                          device, torch.float32, prior=prior,
                          prior_temperature=float(opts.get("prior_temperature", 0.4)),
-                         prompt_strength=float(opts.get("prompt_strength", 0.6)))
+                         prompt_strength=float(opts.get("prompt_strength", 0.3)))
 
 
 def _open_sd15(opts: dict, device: str, weights: Path | None, base: Path | None) -> MTColorEngine:
