@@ -52,9 +52,10 @@ import logging
 import math
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -162,6 +163,20 @@ def add_view(out: dict[str, list], crop: torch.Tensor, luma: torch.Tensor, recor
     out["gray"].append((resize(luma, (GRID, GRID)) * 2 - 1)[0].half())
     out["ab"].append(resize(rgb_to_ab(crop), (GRID, GRID))[0].half())
     out["record"].append(torch.tensor(record))
+
+
+@contextmanager
+def cache_progress(show: bool, what: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar for building a feature cache (minutes on a CPU): yields the ``progress(done, total)``
+    callback the cache builders take, or None when ``show`` is off."""
+    from restorer.console import progress
+
+    with progress(show) as bar:
+        if bar is None:
+            yield None
+            return
+        task = bar.add_task(what, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def _instance_tables(records: list[dict], objects: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -416,9 +431,10 @@ def train(preset: str | Path, data: Path, out: Path, *, stage: int, steps: int, 
     out = Path(out)
     stage_dir = out / f"stage{stage}"
     stage_dir.mkdir(parents=True, exist_ok=True)
-    cached = prepare_cache(data, cache or out / "cache", views=views, seed=cfg.seed,
-                           features=opts.get("features", "efficientnet-lite0") != "none",
-                           text_encoder=text_encoder)
+    with cache_progress(progress, "frozen-feature cache, photos") as tick:
+        cached = prepare_cache(data, cache or out / "cache", views=views, seed=cfg.seed,
+                               features=opts.get("features", "efficientnet-lite0") != "none",
+                               text_encoder=text_encoder, progress=tick)
     if stage == 0:
         log.info("tiny has no pretrained base: stage 0 trains its base U-Net first")
     model, params, opt, start = _setup(opts, cfg, out, stage_dir, init, resume)

@@ -110,13 +110,15 @@ def train_prior(data: Path, out: Path, *, steps: int, resume: bool = False, conf
                 views: int = 10, features: Any = None, progress: bool = False) -> dict[str, Any]:
     """Train the colour prior; returns a summary (steps, seconds, best step, held-out cross-entropy, paths)."""
     from restorer.models.mtcolor.prior import ColourPrior, bins_for, rebalancing
-    from restorer.pipelines.train import draw_loss_plot
+    from restorer.pipelines.train import cache_progress, draw_loss_plot
 
     cfg = PriorConfig(**{**asdict(config or PriorConfig(steps=steps)), "steps": steps})
     out = Path(out)
     stage_dir = out / "prior"
     stage_dir.mkdir(parents=True, exist_ok=True)
-    cached = prepare_prior_cache(data, out / "prior_cache", views=views, seed=cfg.seed, features=features)
+    with cache_progress(progress, "prior feature cache, photos") as tick:
+        cached = prepare_prior_cache(data, out / "prior_cache", views=views, seed=cfg.seed, features=features,
+                                     progress=tick)
     hold = held_out(cached["meta"]["records"], cfg.holdout)[cached["record"]]
     if hold.all() or not hold.any():
         raise InputError("too few training photos to hold some out for early stopping", path=data,
