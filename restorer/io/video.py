@@ -194,7 +194,7 @@ class VideoInfo:
         rate included); ``frame_count`` once past the middle of the last frame."""
         times = [self.time(i) for i in range(self.frame_count)]
         end = Fraction(self.duration_s).limit_denominator(1 << 20)
-        bounds = [(a + b) / 2 for a, b in zip(times, times[1:] + [end])]
+        bounds = [(a + b) / 2 for a, b in zip(times, times[1:] + [end], strict=True)]
         return bisect.bisect_right(bounds, Fraction(seconds))
 
     def timecode(self, index: int) -> str:
@@ -314,7 +314,7 @@ def _first_frame(path: Path) -> av.VideoFrame:
 def _build_info(path: Path, meta: dict, frame: av.VideoFrame, pts: list[int],
                 counts: tuple[int, int]) -> VideoInfo:
     tags = [_tag(f, c) for f, c in zip(
-        (frame.color_primaries, frame.color_trc, frame.colorspace, frame.color_range), meta["tags"])]
+        (frame.color_primaries, frame.color_trc, frame.colorspace, frame.color_range), meta["tags"], strict=True)]
     tags[3] = frame.color_range or meta["tags"][3] or 0
     rotation = (frame.rotation % 360) or meta["rotate_meta"]
     tb = meta["time_base"]
@@ -650,7 +650,7 @@ class SegmentWriter:
         planes = (_rescale_luma(y, self.info.bit_depth, bits),
                   quantise_chroma(area_average(pb, sx, sy), bits, self.full_range),
                   quantise_chroma(area_average(pr, sx, sy), bits, self.full_range))
-        for plane, data in zip(frame.planes, planes):
+        for plane, data in zip(frame.planes, planes, strict=True):
             _fill_plane(plane, data)
         return frame
 

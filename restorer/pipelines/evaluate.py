@@ -203,7 +203,7 @@ def film_metrics(pred: list[np.ndarray], gt: list[np.ndarray]) -> dict[str, Any]
     if len(pred) != len(gt):
         log.warning("prediction has %d frames, ground truth %d: comparing the first %d", len(pred), len(gt), n)
     pred, gt = pred[:n], gt[:n]
-    out = summarize([image_metrics(p, g) for p, g in zip(pred, gt)])
+    out = summarize([image_metrics(p, g) for p, g in zip(pred, gt, strict=True)])
     out.update({"cdc_pred": cdc(pred), "cdc_gt": cdc(gt), "warp_error_pred": warp_error(pred, gt),
                 "warp_error_gt": warp_error(gt, gt), "frames": n})
     return out

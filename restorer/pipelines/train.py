@@ -604,12 +604,12 @@ def _curves(d, steps, loss, lr, box, held=None) -> None:
     hi = hi if hi > lo else lo + 1e-6
     sx = lambda s: left + (right - left) * (s - steps.min()) / max(steps.max() - steps.min(), 1)  # noqa: E731
     sy = lambda v, a, b: bottom - (bottom - top) * (np.clip(v, a, b) - a) / (b - a)  # noqa: E731
-    d.line(list(zip(sx(steps), sy(loss, lo, hi))), fill=(190, 200, 235))
+    d.line(list(zip(sx(steps), sy(loss, lo, hi), strict=True)), fill=(190, 200, 235))
     k = min(50, len(loss))
     smooth = np.convolve(loss, np.ones(k) / k, mode="valid")  # of log10 loss
-    d.line(list(zip(sx(steps[k - 1:]), sy(smooth, lo, hi))), fill=(20, 60, 200), width=2)
+    d.line(list(zip(sx(steps[k - 1:]), sy(smooth, lo, hi), strict=True)), fill=(20, 60, 200), width=2)
     lr_hi = float(lr.max()) or 1.0
-    pts = list(zip(sx(steps), sy(lr, 0.0, lr_hi)))
+    pts = list(zip(sx(steps), sy(lr, 0.0, lr_hi), strict=True))
     for i in range(0, len(pts) - 1, 2):
         d.line([pts[i], pts[i + 1]], fill=(220, 90, 30))
     for frac in (0.0, 0.5, 1.0):
@@ -620,7 +620,7 @@ def _curves(d, steps, loss, lr, box, held=None) -> None:
     d.text((right - 90, bottom + 6), f"step {int(steps.max())}", fill="black")
     legend = "loss, log scale (blue: moving average of 50)   lr (orange)"
     if len(held[0]):
-        for x, y in zip(sx(held[0]), sy(np.log10(np.maximum(held[1], 1e-8)), lo, hi)):
+        for x, y in zip(sx(held[0]), sy(np.log10(np.maximum(held[1], 1e-8)), lo, hi), strict=True):
             d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=(30, 150, 60))
         legend += "   held-out photos (green)"
     d.text((left + 150, 8), legend, fill="black")

@@ -33,7 +33,7 @@ def colorize_gray(src: Path, info: V.VideoInfo, out_dir: Path, codec: str = "h26
     """Encode the film as segments split before each index in ``cuts`` (neutral chroma)."""
     bounds = [0, *cuts, info.frame_count]
     segments = []
-    for k, (a, b) in enumerate(zip(bounds, bounds[1:])):
+    for k, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)):
         path = out_dir / f"seg{k:03d}{V.segment_suffix(codec)}"
         with V.SegmentWriter(path, info, codec, bit_depth=bit_depth, preset="ultrafast") as writer:
             for frame in V.LumaReader(src, info, a, b - 1):
@@ -97,7 +97,7 @@ def test_h264_film_keeps_frames_pts_audio(tmp_path, vfr):
         assert times == [Fraction(p, 1000) for p in vfr_pts(30)]
     assert V.probe(out).pts == info.pts
     assert audio_packets(out) == audio_packets(src)
-    for a, b in zip(luma_of(out), luma_of(src)):
+    for a, b in zip(luma_of(out), luma_of(src), strict=True):
         assert psnr(a, b, 255) > 38  # within h264 loss at crf 18 on a noisy texture
 
 
@@ -112,12 +112,12 @@ def test_ffv1_luma_bit_exact(tmp_path, bits, pix_fmt):
     if bits == 10:
         assert decoded[0].luma.max() > 255  # code values, not shifted down or up
     source_luma = luma_of(src)
-    assert all(np.array_equal(d.luma, y) for d, y in zip(decoded, source_luma))
+    assert all(np.array_equal(d.luma, y) for d, y in zip(decoded, source_luma, strict=True))
     out = tmp_path / "film.mkv"
     run_film(src, out, codec="ffv1", cuts=(4,))
     frames = read_video_frames(out)
     assert len(frames) == 10
-    assert all(np.array_equal(y, s) for (_, y, _, _), s in zip(frames, source_luma))
+    assert all(np.array_equal(y, s) for (_, y, _, _), s in zip(frames, source_luma, strict=True))
     neutral = 1 << (bits - 1)
     assert all((u == neutral).all() and (v == neutral).all() for _, _, u, v in frames)
 
@@ -131,7 +131,7 @@ def test_odd_size_ffv1_keeps_size_and_luma(tmp_path):
     run_film(src, out, codec="ffv1")
     frames = read_video_frames(out)
     assert frames[0][1].shape == (49, 65) and frames[0][2].shape == (25, 33)
-    assert all(np.array_equal(a, b) for a, b in zip(luma_of(out), luma_of(src)))
+    assert all(np.array_equal(a, b) for a, b in zip(luma_of(out), luma_of(src), strict=True))
 
 
 def test_odd_size_h264_switches_to_444(tmp_path):
@@ -156,7 +156,7 @@ def test_ten_bit_codecs(tmp_path, codec, suffix, pix_fmt):
     assert (probed.frame_count, probed.pix_fmt, probed.bit_depth) == (6, pix_fmt, 10)
     assert [p * probed.time_base for p in probed.pts] == [p * info.time_base for p in info.pts]
     assert audio_packets(out) == audio_packets(src)
-    for a, b in zip(luma_of(out), luma_of(src)):
+    for a, b in zip(luma_of(out), luma_of(src), strict=True):
         assert psnr(a, b, 1023) > 35  # 10-bit code values (not shifted), lossy codec
 
 
@@ -228,7 +228,7 @@ def test_rgb_source_luma_from_matrix(tmp_path):
     frames = list(V.LumaReader(src, info))
     with av.open(str(src)) as c:
         rgb = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-    for frame, img in zip(frames, rgb):
+    for frame, img in zip(frames, rgb, strict=True):
         assert np.array_equal(frame.luma, img[..., 0])  # gray RGB: Y' equals the gray level
     assert V.output_pix_fmt("ffv1", info, 8) == "yuv444p"
 
@@ -403,6 +403,6 @@ def test_full_range_8_bit_source_to_10_bit_is_a_bit_shift(tmp_path):
     src_luma = [f.luma for f in V.LumaReader(src, info)]
     out_luma = [f.luma for f in V.LumaReader(out, probed)]
     assert len(out_luma) == 3
-    for a, b in zip(src_luma, out_luma):
+    for a, b in zip(src_luma, out_luma, strict=True):
         assert np.array_equal(b, a.astype(np.uint16) << 2)
     assert int(out_luma[0].max()) == 1020 and int(out_luma[0].min()) == 0

@@ -193,7 +193,7 @@ def test_sam2_labels_come_from_the_models_masks(photos, tiny_sam2, tmp_path, mon
     manifest = build_dataset(photos, out, size=96, val_fraction=0.4, namer=_namer, sam2=tiny_sam2, device="cpu",
                              limit=2)
     assert len(made) == 2 and all(len(m) >= 3 for m in made)
-    for rec, masks in zip(read_dataset(out), made):
+    for rec, masks in zip(read_dataset(out), made, strict=True):
         _, labels = load_record(out, rec)
         assert np.array_equal(labels, sam2_labels(load_rgb(photos / rec["source"], 96), masks))
         assert not np.array_equal(labels, segment(load_rgb(photos / rec["source"], 96)))

@@ -125,7 +125,7 @@ def test_ffv1_output_keeps_timing_audio_luma_and_named_colours(tmp_path, case):
     assert probe(out).frame_rate == probe(src).frame_rate or spec.get("vfr")
     assert audio_packets(out) == audio_packets(src)
     assert len(audio_packets(out)) == spec.get("audio_streams", 1)
-    for (_, y_in, _, _), (_, y_out, _, _) in zip(source, result):
+    for (_, y_in, _, _), (_, y_out, _, _) in zip(source, result, strict=True):
         assert y_out.shape == y_in.shape
         assert np.abs(y_out.astype(np.int32) - y_in.astype(np.int32)).max() <= 1
     assert_colours(result, spec.get("bit_depth", 8))
@@ -145,7 +145,7 @@ def test_h264_mp4_output_keeps_exact_pts_and_audio(tmp_path):
     assert len(result) == len(source) == 24
     assert frame_times(out) == frame_times(src)
     assert audio_packets(out) == audio_packets(src)
-    for (_, y_in, _, _), (_, y_out, _, _) in zip(source, result):
+    for (_, y_in, _, _), (_, y_out, _, _) in zip(source, result, strict=True):
         diff = y_out.astype(np.float64) - y_in.astype(np.float64)
         # Within the codec's own loss (x264 crf 18 on a noisy pattern: about 34 dB), and unbiased.
         assert 10 * np.log10(255.0 ** 2 / max(np.mean(diff ** 2), 1e-9)) > 30 and abs(diff.mean()) < 0.5

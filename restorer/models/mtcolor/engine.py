@@ -156,7 +156,7 @@ class MTColorEngine:
             return None
         boxes = instance_boxes(cover[ids], self.opts)
         rows_c, rows_u = [], []
-        for (y, x, h, w), i in zip(boxes, ids):
+        for (y, x, h, w), i in zip(boxes, ids, strict=True):
             for rows, src in ((rows_c, cond), (rows_u, uncond)):
                 one = Conditions(src.prompt, src.masks[:, i:i + 1], src.tokens[:, [0, i + 1]],
                                  src.control_image, src.gray)

@@ -35,7 +35,7 @@ def draw_preview(luma: np.ndarray, masks: np.ndarray, names: Sequence[str]) -> n
     h = gray.shape[0]
     thick = max(1, round(h / 240))
     scale, text_thick = _font_scale(h)
-    for i, (mask, name) in enumerate(zip(masks, names)):
+    for i, (mask, name) in enumerate(zip(masks, names, strict=True)):
         colour = PALETTE[i % len(PALETTE)]
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
                                        cv2.CHAIN_APPROX_SIMPLE)
@@ -78,7 +78,7 @@ def contact_sheet(images: Sequence[np.ndarray], labels: Sequence[str],
     rows = -(-len(images) // columns)
     pad = 4
     sheet = np.full((rows * (th + cap + pad) + pad, columns * (tw + pad) + pad, 3), 24, np.uint8)
-    for k, (im, text) in enumerate(zip(images, labels)):
+    for k, (im, text) in enumerate(zip(images, labels, strict=True)):
         r, c = divmod(k, columns)
         y, x = pad + r * (th + cap + pad), pad + c * (tw + pad)
         sheet[y:y + im.shape[0], x:x + im.shape[1]] = im

@@ -30,7 +30,7 @@ class StaticTracker:
         empty = np.zeros(shot.size, bool)
         for t in range(shot.start, shot.end + 1):
             masks = []
-            for region, frames in zip(regions, keys):
+            for region, frames in zip(regions, keys, strict=True):
                 if not frames:
                     masks.append(empty)
                     continue

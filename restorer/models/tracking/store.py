@@ -130,7 +130,7 @@ class MaskStore:
             d.mkdir(parents=True, exist_ok=True)
             dirs.append(d)
         for index, masks in self:
-            for d, m in zip(dirs, masks):
+            for d, m in zip(dirs, masks, strict=True):
                 ok, buf = cv2.imencode(".png", m.astype(np.uint8) * 255)
                 _write_atomic(d / f"{index:08d}.png", buf.tobytes(), sync=False)
         return folder

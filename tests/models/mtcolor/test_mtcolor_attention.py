@@ -106,5 +106,5 @@ def test_adapter_round_trip(tmp_path) -> None:
     assert (tmp_path / "adapter" / "diffusion_pytorch_model.safetensors").exists()
     loaded = MTColorAdapter.from_pretrained(tmp_path / "adapter")
     assert loaded.config.blocks == model.adapter.config.blocks
-    for (k, a), (k2, b) in zip(model.adapter.state_dict().items(), loaded.state_dict().items()):
+    for (k, a), (k2, b) in zip(model.adapter.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert k == k2 and torch.equal(a, b)
