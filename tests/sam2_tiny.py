@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
 def save_tiny_sam2(folder: Path, side: int = 64) -> Path:
     """Write a random SAM2 video model with ``side`` x ``side`` input and its processor into ``folder``."""
     import torch
-    from transformers import Sam2VideoConfig, Sam2VideoModel, Sam2VideoProcessor
-    from transformers.models.sam2.image_processing_sam2 import Sam2ImageProcessor
-    from transformers.models.sam2_video.video_processing_sam2_video import (
-        Sam2VideoVideoProcessor,
-    )
+    from transformers import Sam2VideoConfig, Sam2VideoModel
 
     torch.set_num_threads(1)
     dim = 128  # the memory encoder's 64 channels are fixed upstream; dim > 64
@@ -38,9 +35,12 @@ def save_tiny_sam2(folder: Path, side: int = 64) -> Path:
         max_object_pointers_in_encoder=4)
     torch.manual_seed(0)
     Sam2VideoModel(config).save_pretrained(folder)
-    Sam2VideoProcessor(
-        image_processor=Sam2ImageProcessor(size={"height": side, "width": side},
-                                           mask_size={"height": side // 4, "width": side // 4}),
-        video_processor=Sam2VideoVideoProcessor(size={"height": side, "width": side}),
-    ).save_pretrained(folder)
+    # the processor file as upstream's Sam2VideoProcessor.save_pretrained writes it (its
+    # image processor imports torchvision, which the tracker does without)
+    image = {"image_processor_type": "Sam2ImageProcessorFast", "size": {"height": side, "width": side},
+             "mask_size": {"height": side // 4, "width": side // 4},
+             "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
+    (folder / "processor_config.json").write_text(json.dumps(
+        {"processor_class": "Sam2VideoProcessor", "image_processor": image,
+         "video_processor": {**image, "video_processor_type": "Sam2VideoVideoProcessor"}}))
     return folder

@@ -223,6 +223,14 @@ def _adjacent(labels: np.ndarray) -> set[tuple[int, int]]:
 
 # --- texts --------------------------------------------------------------------------------------
 
+def imagenet_classes() -> list[str]:
+    """The 1000 ImageNet-1k class names in the classifier's output order (package data)."""
+    from importlib.resources import files
+
+    text = files("restorer.models").joinpath("data/imagenet_classes.txt").read_text("utf-8")
+    return text.splitlines()
+
+
 class ObjectNamer:
     """EfficientNet-Lite0's ImageNet top-1 label on a crop, or ``GENERIC`` below the confidence."""
 
@@ -233,9 +241,7 @@ class ObjectNamer:
 
         torch.manual_seed(0)
         self.net, self.min_confidence = _load_lite0().eval(), min_confidence
-        from torchvision.models._meta import _IMAGENET_CATEGORIES
-
-        self.labels = list(_IMAGENET_CATEGORIES)
+        self.labels = imagenet_classes()
 
     def __call__(self, crop: np.ndarray) -> str:
         import torch

@@ -247,3 +247,14 @@ def test_a_bad_sam2_folder_is_one_error(photos, tmp_path, restorer, one_error) -
     assert not out.exists()
     with pytest.raises(WeightsError, match="not a SAM2 weights folder"):
         build_dataset(photos, out, sam2=half)
+
+
+def test_imagenet_names_are_in_the_classifiers_order() -> None:
+    """Known ILSVRC-2012 indices (the order every ImageNet classifier outputs), without torchvision."""
+    from restorer.models.mtcolor.features import _load_lite0
+    from restorer.pipelines.dataset import imagenet_classes
+
+    names = imagenet_classes()
+    assert len(names) == 1000
+    assert (names[0], names[1], names[207], names[985]) == ("tench", "goldfish", "golden retriever", "daisy")
+    assert _load_lite0()._fc.out_features == len(names)

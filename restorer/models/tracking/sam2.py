@@ -26,13 +26,13 @@ import numpy as np
 
 from ...errors import WeightsError
 from .flow import read_backwards
+from .sam2_inputs import PROCESSOR_FILES, sam2_inputs
 from .prompts import FrameSource, Prompt, ShotPrompts, to_uint8
 from .store import MaskStore
 
 log = logging.getLogger(__name__)
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
-_PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 
 
 def check_sam2_folder(folder: str | Path) -> Path:
@@ -47,7 +47,7 @@ def check_sam2_folder(folder: str | Path) -> Path:
         missing.append("config.json")
     if not any((folder / f).is_file() for f in _WEIGHT_FILES):
         missing.append("model.safetensors")
-    if not any((folder / f).is_file() for f in _PROCESSOR_FILES):
+    if not any((folder / f).is_file() for f in PROCESSOR_FILES):
         missing.append("processor_config.json or preprocessor_config.json")
     if missing:
         raise WeightsError(f"not a SAM2 weights folder ({', '.join(missing)} missing)",
@@ -80,12 +80,12 @@ class Sam2Tracker:
             WeightsError: the folder is missing, incomplete, or holds another model.
         """
         folder = check_sam2_folder(folder)
-        from transformers import Sam2VideoModel, Sam2VideoProcessor
+        from transformers import Sam2VideoModel
 
         device = _default_device(device)
         try:
             model = Sam2VideoModel.from_pretrained(folder, local_files_only=True)
-            processor = Sam2VideoProcessor.from_pretrained(folder, local_files_only=True)
+            processor = sam2_inputs(folder, model.config.image_size)
         except Exception as exc:  # noqa: BLE001 - any failure here means unusable weights
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise WeightsError(f"cannot load SAM2 from it: {first}", path=folder,
@@ -100,9 +100,7 @@ class Sam2Tracker:
     # -- plumbing ----------------------------------------------------------------------
 
     def _pixels(self, luma: np.ndarray):
-        rgb = np.repeat(to_uint8(luma)[..., None], 3, axis=2)
-        inputs = self.processor(images=rgb, return_tensors="pt")
-        return inputs.pixel_values[0].to(self.device, dtype=self.model.dtype)
+        return self.processor.pixels(to_uint8(luma), self.device, self.model.dtype)
 
     def _register(self, session, shot: ShotPrompts, frame: int) -> None:
         """Add every prompt on ``frame`` to the session, grouped by kind, one call per kind."""
