@@ -20,6 +20,7 @@ DEBUG = os.environ.get("RESTORER_DEBUG", "") not in ("", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 CODECS = ("h264", "h265", "ffv1", "prores")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 def _fail(message: str, code: int) -> None:
@@ -73,10 +74,16 @@ def main(quiet_all: bool) -> None:
 @click.option("--shots", type=click.Path(path_type=Path), help="shots.yaml with per-shot prompts and instances.")
 @click.option("--preset", default=None,
               help="Preset name (see `restorer presets`; default: tiny) or path to a preset YAML.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where the model runs (auto: CUDA if there is a GPU).")
+@click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True,
+              help="Model precision (auto: float16 on CUDA, float32 on the CPU).")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None,
+              help="CPU threads for the model (default: torch's choice, usually one per core).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same colours.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
-@click.option("--codec", type=click.Choice(CODECS), default="h264", show_default=True)
+@click.option("--codec", type=click.Choice(CODECS), default="h264", show_default=True,
+              help="Film codec (ffv1: lossless archival master; prores: for editing).")
 @click.option("--bit-depth", type=click.Choice(["8", "10"]), default=None, help="Output bit depth (default: source).")
 @click.option("--report", type=click.Path(path_type=Path), help="Write a JSON report here.")
 @click.option("--strict", is_flag=True, help="Treat a damaged input as an error (exit 2, no output).")
@@ -88,7 +95,8 @@ def main(quiet_all: bool) -> None:
 @click.option("--tracker", type=click.Choice(["sam2", "flow", "static"]), default=None,
               help="How instances follow their objects (default: sam2 with --sam2, else flow).")
 @click.option("--sam2", type=click.Path(path_type=Path), default=None, help="Local SAM2 folder.")
-@click.option("--save-masks", type=click.Path(path_type=Path), default=None, help="Keep the masks used here.")
+@click.option("--save-masks", type=click.Path(path_type=Path), default=None,
+              help="Write each instance's mask here as PNGs (a film: one per frame; a photo: one per instance).")
 @click.option("--chunk-frames", type=click.IntRange(8, 100000), default=240, show_default=True,
               help="Longest segment; a killed run loses at most this much work.")
 @click.option("--steps", type=click.IntRange(1, 1000), default=None, help="Diffusion steps.")
@@ -97,8 +105,8 @@ def main(quiet_all: bool) -> None:
 @click.option("--beta", type=click.FloatRange(0, 1), default=None, help="Background weight in the fusion.")
 @click.option("--fusion", type=click.Choice(["literal", "convex", "vp"]), default=None,
               help="Latent fusion form (Eq. 8).")
-def colorize(inputs, output, shots, preset, device, seed, overwrite, codec, bit_depth, report, strict, quiet,
-             weights, base, tracker, sam2, save_masks, chunk_frames, steps, guidance, alpha, beta, fusion):
+def colorize(inputs, output, shots, preset, device, dtype, threads, seed, overwrite, codec, bit_depth, report, strict,
+             quiet, weights, base, tracker, sam2, save_masks, chunk_frames, steps, guidance, alpha, beta, fusion):
     """Colorize INPUTS (a film, images, or folders of images) into OUTPUT."""
     from restorer.console import setup_logging
     from restorer.pipelines.run import colorize_run
@@ -109,7 +117,8 @@ def colorize(inputs, output, shots, preset, device, seed, overwrite, codec, bit_
 
     overrides = {k: v for k, v in dict(steps=steps, guidance=guidance, alpha=alpha, beta=beta,
                                        fusion=fusion).items() if v is not None}
-    opts = ColorizeOptions(preset=preset or "", device=device, seed=seed, overwrite=overwrite, codec=codec,
+    opts = ColorizeOptions(preset=preset or "", device=device, dtype=dtype, threads=threads, seed=seed,
+                           overwrite=overwrite, codec=codec,
                            bit_depth=int(bit_depth) if bit_depth else None, strict=strict, quiet=quiet,
                            shots=shots, report=report, weights=weights, base=base, tracker=tracker, sam2=sam2,
                            save_masks=save_masks, chunk_frames=chunk_frames, overrides=overrides)
@@ -118,27 +127,51 @@ def colorize(inputs, output, shots, preset, device, seed, overwrite, codec, bit_
 
 @main.command()
 @click.argument("folder", type=click.Path(path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Output folder.")
-@click.option("--preset", default=None, help="Preset name or path (see `restorer presets`).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--weights", type=click.Path(path_type=Path), default=None, envvar="RESTORER_WEIGHTS")
-@click.option("--base", type=click.Path(path_type=Path), default=None, envvar="RESTORER_SD15")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="Output folder; each photo keeps its path relative to FOLDER.")
+@click.option("--preset", default=None,
+              help="Preset name (see `restorer presets`; default: tiny) or path to a preset YAML.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where the model runs (auto: CUDA if there is a GPU).")
+@click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True,
+              help="Model precision (auto: float16 on CUDA, float32 on the CPU).")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None,
+              help="CPU threads for the model (default: torch's choice, usually one per core).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same colours.")
+@click.option("--weights", type=click.Path(path_type=Path), default=None, envvar="RESTORER_WEIGHTS",
+              help="Folder with restorer's own weights [env RESTORER_WEIGHTS].")
+@click.option("--base", type=click.Path(path_type=Path), default=None, envvar="RESTORER_SD15",
+              help="Local Stable Diffusion 1.5 (diffusers folder or .safetensors) [env RESTORER_SD15].")
 @click.option("--overwrite", is_flag=True, help="Redo photos whose output exists.")
 @click.option("--settle", type=click.FloatRange(0, 3600), default=2.0, show_default=True,
               help="Seconds a new file's size must stay unchanged before it is read.")
 @click.option("--once", is_flag=True, help="Colorize what is there now and exit.")
-def watch(folder, output, preset, device, seed, weights, base, overwrite, settle, once):
-    """Colorize the photos in FOLDER into OUTPUT, then each new one as it arrives."""
+def watch(folder, output, preset, device, dtype, threads, seed, weights, base, overwrite, settle, once):
+    """Colorize the photos in FOLDER into OUTPUT, then each new one as it arrives.
+
+    A photo is read once its size has stayed the same for --settle seconds; its sidecar
+    (x.shots.yaml beside x.jpg) is used if present. Ctrl-C stops; the next run goes on.
+    """
+    from restorer import presets as presets_module
+    from restorer.jobs import require_file
     from restorer.pipelines.options import ColorizeOptions, resolve_device
     from restorer.pipelines.photo import PhotoColorizationPipeline
     from restorer.pipelines.watch import watch_folder
     from restorer.presets import DEFAULT_PRESET, load_preset, open_engine
 
-    opts = ColorizeOptions(preset=preset or DEFAULT_PRESET, device=device, seed=seed, weights=weights, base=base,
-                           overwrite=overwrite)
+    opts = ColorizeOptions(preset=preset or DEFAULT_PRESET, device=device, dtype=dtype, threads=threads, seed=seed,
+                           weights=weights, base=base, overwrite=overwrite)
     chosen = load_preset(opts.preset)
-    engine = open_engine(chosen, device=resolve_device(device), weights=weights, base=base)
+    require_file(folder, "watched folder")
+    engine_check = getattr(presets_module, "preflight", None)
+    if engine_check is not None:  # refuse missing weights before they would load
+        engine_check(chosen, weights=weights, base=base)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    engine = open_engine(chosen, device=resolve_device(device), weights=weights, base=base,
+                         **({"dtype": dtype} if dtype != "auto" else {}))
     try:
         n = watch_folder(folder, output, PhotoColorizationPipeline(engine, opts), settle=settle, once=once)
     except KeyboardInterrupt:
@@ -154,21 +187,25 @@ def shots() -> None:
 
 @shots.command("init")
 @click.argument("film", type=click.Path(path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path))
-@click.option("--overwrite", is_flag=True)
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The shots.yaml to write.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing file.")
 def shots_init(film, output, overwrite):
     """Detect the shots of FILM and write an editable shots.yaml template."""
-    from restorer.pipelines.shots import init_template
+    from restorer.pipelines.shots import init_template, probe_film
 
     n = init_template(film, output, overwrite=overwrite)
-    click.echo(f"wrote {output} with {n} shot(s); add instances and prompts, then `restorer shots check`")
+    info = probe_film(film)
+    click.echo(f"wrote {output} with {n} shot(s) of {film.name} ({info.frame_count} frames, "
+               f"{info.width}x{info.height} pixels: boxes are x0, y0, x1, y1 in these pixels); "
+               "add instances and prompts, then `restorer shots check`")
 
 
 @shots.command("check")
 @click.argument("film", type=click.Path(path_type=Path))
 @click.argument("shots_yaml", type=click.Path(path_type=Path))
 @click.option("--preset", default=None, help="Check the texts for this preset (stencil needs colour names).")
-@click.option("--tracker", type=click.Choice(["sam2", "flow", "static"]), default=None)
+@click.option("--tracker", type=click.Choice(["sam2", "flow", "static"]), default=None,
+              help="The tracker colorize will use (points-only instances need sam2).")
 @click.option("--sam2", type=click.Path(path_type=Path), default=None,
               help="Local SAM2 folder (points-only instances need it).")
 def shots_check(film, shots_yaml, preset, tracker, sam2):
@@ -194,9 +231,10 @@ def shots_check(film, shots_yaml, preset, tracker, sam2):
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Folder for the PNGs.")
 @click.option("--every", type=click.IntRange(1, 100000), default=24, show_default=True,
               help="Draw every Nth frame of each shot (and every prompted frame).")
-@click.option("--tracker", type=click.Choice(["sam2", "flow", "static"]), default=None)
+@click.option("--tracker", type=click.Choice(["sam2", "flow", "static"]), default=None,
+              help="How instances follow their objects (default: sam2 with --sam2, else flow).")
 @click.option("--sam2", type=click.Path(path_type=Path), default=None, help="Local SAM2 folder.")
-@click.option("--overwrite", is_flag=True)
+@click.option("--overwrite", is_flag=True, help="Replace existing PNGs.")
 def shots_preview_cmd(film, shots_yaml, output, every, tracker, sam2, overwrite):
     """Draw each instance's tracked outline over FILM's frames, as PNGs and a contact sheet."""
     from restorer.pipelines.options import ColorizeOptions
@@ -234,6 +272,11 @@ def colors(query):
     from restorer.models.colornames import all_names
 
     names = [n for n in all_names() if not query or query.lower() in n]
+    if not names:
+        from restorer.errors import InputError
+
+        raise InputError(f"no colour name contains {query!r}",
+                         hint="try a shorter word (`restorer colors red`), or `restorer colors` for all names")
     click.echo("\n".join(names))
 
 

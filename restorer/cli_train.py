@@ -37,7 +37,7 @@ def dataset() -> None:
               help="Share of photos held out for validation (by file-name hash).")
 @click.option("--size", default=256, show_default=True, type=click.IntRange(32, 4096),
               help="Long side of the stored images and masks.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same dataset.")
 @click.option("--threads", default=1, show_default=True, type=int, help="torch CPU threads.")
 @click.option("--contact-sheet", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also draw images, masks and texts into this PNG.")
@@ -74,14 +74,15 @@ def dataset_build(images: Path, out: Path, val_fraction: float, size: int, seed:
 @click.option("--init", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Start from these weights instead of out/stage{N-1}/final.")
 @click.option("--batch", default=None, type=click.IntRange(1), help="Batch size [8; prior: 16].")
-@click.option("--lr", default=1e-3, show_default=True, type=float)
+@click.option("--lr", default=1e-3, show_default=True, type=float, help="AdamW learning rate.")
 @click.option("--warmup", default=None, type=click.IntRange(1), help="Warm-up steps [100; prior: 20].")
 @click.option("--views", default=None, type=click.IntRange(1),
               help="Augmented views per photo in the frozen-feature cache [6; prior: 10].")
-@click.option("--checkpoint-every", default=250, show_default=True, type=click.IntRange(1))
+@click.option("--checkpoint-every", default=250, show_default=True, type=click.IntRange(1),
+              help="Steps between checkpoints (a killed run resumes from the last one).")
 @click.option("--rebalance", default=0.5, show_default=True, type=click.FloatRange(0.0, 1.0),
               help="Prior only: class rebalancing lambda (Zhang et al.; 1 = none).")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same training run.")
 @click.option("--threads", default=1, show_default=True, type=int, help="torch CPU threads.")
 @click.option("--export", "export", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Afterwards, copy the stage's final weights here in float16 (what the package ships).")
@@ -120,14 +121,15 @@ def train(preset: str, data: Path, out: Path, stage: str, steps: int, resume: bo
 @click.option("--split", "split_data", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="Instead of PRED GT: colorize this dataset's validation split with the "
                                  "preset and measure everything, binding and leakage included.")
-@click.option("--preset", default="tiny", show_default=True)
-@click.option("--weights", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None)
+@click.option("--preset", default="tiny", show_default=True, help="Preset name or YAML path to evaluate.")
+@click.option("--weights", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Weights folder to evaluate (default: the preset's own).")
 @click.option("--save", "save_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="With --split: keep the outputs, a contact sheet (gray | ours | truth) and a binding "
                    "sheet (own texts | one text changed) here.")
 @click.option("--per-image", default=3, show_default=True, type=click.IntRange(0),
               help="With --split: instances per photo given a counter colour (binding, leakage).")
-@click.option("--threads", default=1, show_default=True, type=int)
+@click.option("--threads", default=1, show_default=True, type=int, help="torch CPU threads.")
 def evaluate(pred: Path | None, gt: Path | None, out: Path | None, split_data: Path | None, preset: str,
              weights: Path | None, save_dir: Path | None, per_image: int, threads: int) -> None:
     """Compare PRED with GT (folders of images, or films) and write metrics as JSON."""

@@ -106,10 +106,14 @@ def _read_bytes(path: Path) -> bytes:
     if path.is_dir():
         raise InputError("is a folder, not an image", path=path)
     try:
-        return path.read_bytes()
+        data = path.read_bytes()
     except OSError as err:
         raise InputError(f"cannot read: {err.strerror or err}", path=path,
                          hint="check the file's permissions") from None
+    if not data:
+        raise InputError("is empty (0 bytes)", path=path,
+                         hint="copy the photo again: an interrupted copy or download leaves an empty file")
+    return data
 
 
 def _decode(path: Path, data: bytes) -> tuple[dict, np.ndarray]:

@@ -7,11 +7,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from restorer.presets import DEFAULT_PRESET
+
 
 @dataclass
 class ColorizeOptions:
-    preset: str = "stencil"
+    preset: str = DEFAULT_PRESET  # the CLI's default too
     device: str = "auto"
+    dtype: str = "auto"
+    threads: int | None = None
     seed: int = 0
     overwrite: bool = False
     codec: str = "h264"
@@ -27,14 +31,28 @@ class ColorizeOptions:
     save_masks: Path | None = None
     chunk_frames: int = 240
     overrides: dict[str, Any] = field(default_factory=dict)
-    preset_config: dict[str, Any] = field(default_factory=dict)  # the loaded preset, so an edited YAML counts
+    # the loaded preset, so an edited YAML counts; filled from ``preset`` when left empty
+    preset_config: dict[str, Any] = field(default_factory=dict)
+
+    def resolved_preset(self) -> dict[str, Any]:
+        """The preset these options run: ``preset_config`` if given, else ``preset`` loaded (YAML, cheap)."""
+        if not self.preset_config:
+            from restorer.presets import load_preset
+
+            self.preset_config = load_preset(self.preset or DEFAULT_PRESET).model_dump()
+        return self.preset_config
 
     def result_settings(self) -> dict[str, Any]:
-        """Every setting that changes the pixels of the result (the job fingerprint)."""
+        """Every setting that changes the pixels of the result (the job fingerprint).
+
+        It depends on the options alone: a pipeline built directly from ``ColorizeOptions()`` fingerprints
+        the same preset, weights and assets as ``restorer colorize`` with the same settings.
+        """
         from restorer import __version__
 
-        keep = ("preset", "seed", "codec", "bit_depth", "weights", "base", "tracker", "sam2", "chunk_frames",
-                "overrides", "preset_config")
+        self.resolved_preset()
+        keep = ("preset", "seed", "dtype", "codec", "bit_depth", "weights", "base", "tracker", "sam2",
+                "chunk_frames", "overrides", "preset_config")
         d = asdict(self)
         return {"version": __version__, **{k: (str(d[k]) if isinstance(d[k], Path) else d[k]) for k in keep},
                 "assets": self.assets()}
@@ -45,11 +63,12 @@ class ColorizeOptions:
 
         from restorer.jobs import tree_fingerprint
 
+        preset = self.resolved_preset()
         paths: dict[str, Any] = {"sam2": self.sam2}
-        if self.preset_config.get("engine", "stencil") != "stencil":  # the stencil engine has no weights
+        if preset.get("engine", "stencil") != "stencil":  # the stencil engine has no weights
             paths["weights"] = self.weights or os.environ.get("RESTORER_WEIGHTS") or None
             paths["base"] = self.base or os.environ.get("RESTORER_SD15") or None
-        if self.preset_config.get("options", {}).get("backbone") == "tiny" and paths.get("weights") is None:
+        if preset.get("options", {}).get("backbone") == "tiny" and paths.get("weights") is None:
             from restorer.models.mtcolor.tiny import SHIPPED  # the engine imports it anyway
 
             paths["weights"] = SHIPPED

@@ -18,7 +18,15 @@ import numpy as np
 from restorer.console import Stopwatch
 from restorer.errors import InputError, OutputError
 from restorer.io.images import IMAGE_SUFFIXES
-from restorer.jobs import Job, check_output, input_fingerprint, notes_fingerprint, require_file, settings_fingerprint
+from restorer.jobs import (
+    Job,
+    check_output,
+    input_fingerprint,
+    notes_fingerprint,
+    open_atomic,
+    require_file,
+    settings_fingerprint,
+)
 from restorer.models.engine import FrameInput, InstanceText, ShotContext, check_chroma
 from restorer.pipelines.frames import check_texts, full_chroma, prompt_mask
 from restorer.pipelines.options import ColorizeOptions, shot_seed
@@ -26,11 +34,15 @@ from restorer.pipelines.options import ColorizeOptions, shot_seed
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class PhotoTask:
     source: Path
     output: Path
+    name: Path | None = None  # its path under the output folder, without suffix (for --save-masks)
+
+    @property
+    def stem_path(self) -> Path:
+        return self.name if self.name is not None else Path(self.output.stem)
 
 
 @dataclass
@@ -72,11 +84,51 @@ def plan_photos(inputs: list[Path], output: Path) -> list[PhotoTask]:
                                  hint=f"a folder input needs {', '.join(sorted(IMAGE_SUFFIXES))} files")
             for f in files:
                 rel = f.relative_to(src)
-                tasks.append(PhotoTask(f, (output / rel).with_suffix(output_suffix(f.suffix))))
+                tasks.append(PhotoTask(f, (output / rel).with_suffix(output_suffix(f.suffix)),
+                                       rel.with_suffix("")))
         elif single_file:
             tasks.append(PhotoTask(src, output))
         else:
             tasks.append(PhotoTask(src, output / src.with_suffix(output_suffix(src.suffix)).name))
+    return tasks
+
+
+def preflight(inputs: list[Path], output: Path, opts: ColorizeOptions) -> list[PhotoTask]:
+    """Every refusal a photo run can make without a model (seconds, not the minute a model takes to load).
+
+    Missing or empty inputs, outputs that exist or collide, and a broken ``--shots`` file or a single
+    photo's broken sidecar are refused here; in a batch a photo's own broken sidecar or scan is
+    skipped with an error later, so that one bad scan does not stop an archive.
+    """
+    from restorer.config import find_sidecar, load_shots
+
+    for src in inputs:
+        require_file(src)
+    tasks = plan_photos(inputs, output)
+    single = len(tasks) == 1 and tasks[0].output == output
+    check_output(output, inputs, overwrite=opts.overwrite, is_dir=not single)
+    check_task_outputs(tasks)
+    if len(tasks) == 1 and tasks[0].source.stat().st_size == 0:
+        raise InputError("is empty (0 bytes)", path=tasks[0].source,
+                         hint="copy the photo again: an interrupted copy or download leaves an empty file")
+    if not opts.overwrite and not Job(output, {}).folder.exists():  # no job to resume: an existing output is final
+        for task in tasks:
+            if task.output.exists():
+                raise OutputError("output exists", path=task.output,
+                                  hint="pass --overwrite to replace it, or choose another output folder")
+    if opts.shots is not None:
+        require_file(opts.shots, "shots file")
+        load_shots(opts.shots)
+        log.info("notes for every photo: %s", opts.shots)
+    else:
+        sidecars = [(t.source, find_sidecar(t.source)) for t in tasks]
+        found = [(src, side) for src, side in sidecars if side is not None]
+        if len(tasks) == 1 and found:
+            load_shots(found[0][1])
+            log.info("notes: %s (beside the photo)", found[0][1])
+        elif found:
+            log.info("notes: %d of %d photos have a shots file beside them (%s, ...)", len(found), len(tasks),
+                     found[0][1])
     return tasks
 
 
@@ -97,6 +149,20 @@ def check_task_outputs(tasks: list[PhotoTask]) -> None:
             raise OutputError(f"{seen[out]} and {t.source} would both be written to this output", path=t.output,
                               hint="colorize them into separate output folders, or rename one")
         seen[out] = t.source
+
+
+def save_photo_masks(folder: Path, names: list[str], masks: np.ndarray) -> None:
+    """One 0/255 PNG per instance, ``folder/NN_name.png``, as the film's ``--save-masks`` names them."""
+    import re
+
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (name, m) in enumerate(zip(names, masks, strict=True)):
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "instance"
+        ok, buf = cv2.imencode(".png", m.astype(np.uint8) * 255)
+        with open_atomic(folder / f"{i:02d}_{safe}.png", sync=False) as f:
+            f.write(buf.tobytes())
 
 
 class PhotoColorizationPipeline:
@@ -183,6 +249,8 @@ class PhotoColorizationPipeline:
         (ab,) = list(self.engine.shot(ctx, [frame]))
         ab = full_chroma(check_chroma(ab, self.engine.name), photo.luma, masks)
         rgb = recombine_rgb(photo.luma, ab, "bt601")
+        if self.opts.save_masks is not None and shot.instances:
+            save_photo_masks(Path(self.opts.save_masks) / task.stem_path, [i.name for i in shot.instances], masks)
         task.output.parent.mkdir(parents=True, exist_ok=True)
         write_image(task.output, rgb, bit_depth=photo.bit_depth, exif=photo.exif, icc=photo.icc)
         return warnings

@@ -34,17 +34,64 @@ def classify(inputs: list[Path]) -> str:
     return "photo"
 
 
+def preflight(kind: str, inputs: list[Path], output: Path, opts: ColorizeOptions, preset) -> Path | None:
+    """Every refusal that needs no model, before any model loads or heavy library imports.
+
+    A wrong path, an existing output, an empty file or a broken shots file is refused in about a
+    second instead of after the weights have loaded. Returns the film's shots file, if it has one.
+    """
+    from restorer import presets
+
+    engine_check = getattr(presets, "preflight", None)  # the engine's own path checks (weights, base)
+    if engine_check is not None:
+        engine_check(preset, weights=opts.weights, base=opts.base)
+    if opts.sam2 is not None:
+        from restorer.models.tracking.sam2 import check_sam2_folder
+
+        check_sam2_folder(opts.sam2)
+    if kind == "photo":
+        from restorer.pipelines.photo import preflight as photo_preflight
+
+        photo_preflight(inputs, output, opts)
+        return None
+    from restorer.config import find_sidecar, load_shots
+    from restorer.io.video import check_container, probe
+    from restorer.jobs import check_output, require_file
+
+    film = inputs[0]
+    check_output(output, [film], overwrite=opts.overwrite)
+    probe(film)
+    check_container(output, film)
+    notes = opts.shots or find_sidecar(film)
+    if notes is None:
+        log.info("%s: no shots file (--shots, or %s.shots.yaml beside it): automatic colour everywhere",
+                 film.name, film.stem)
+        return None
+    require_file(notes, "shots file")
+    load_shots(notes)
+    log.info("notes: %s%s", notes, "" if opts.shots else " (beside the film)")
+    return notes
+
+
 def colorize_run(inputs: list[Path], output: Path, opts: ColorizeOptions) -> dict[str, Any]:
-    from restorer.presets import DEFAULT_PRESET, load_preset, open_engine
+    from restorer.presets import DEFAULT_PRESET, load_preset
 
     kind = classify(inputs)
     preset = load_preset(opts.preset or DEFAULT_PRESET)
     opts.preset = preset.name
     opts.preset_config = preset.model_dump()
+    notes = preflight(kind, inputs, output, opts, preset)
+    if opts.threads:
+        import torch
+
+        torch.set_num_threads(opts.threads)
+    from restorer.presets import open_engine
+
     # A CPU-only engine needs no device probe: `auto` would import torch (seconds) for nothing.
     device = "cpu" if opts.device == "auto" and preset.runs_on == "cpu" else resolve_device(opts.device)
     clock = Stopwatch()
-    engine = open_engine(preset, device=device, weights=opts.weights, base=opts.base, overrides=opts.overrides)
+    engine = open_engine(preset, device=device, weights=opts.weights, base=opts.base, overrides=opts.overrides,
+                         **({"dtype": opts.dtype} if opts.dtype != "auto" else {}))
     try:
         with progress(enabled=not opts.quiet) as bar:
             if kind == "video":
@@ -54,7 +101,8 @@ def colorize_run(inputs: list[Path], output: Path, opts: ColorizeOptions) -> dic
                 r = pipe(inputs[0], output, bar)
                 report = {"frames": r.frames, "frames_processed": r.frames_processed,
                           "frames_reused": r.frames_reused, "shots": r.shots,
-                          "damaged": r.damaged, "warnings": r.warnings}
+                          "damaged": r.damaged, "warnings": r.warnings,
+                          "shots_file": str(notes) if notes else None}
                 if r.damaged:
                     msg = f"{inputs[0]}: damaged; colorized what decodes: {damage_summary(r.damaged)} " \
                           "(--report lists every range)"

@@ -116,6 +116,7 @@ def write_template(
     frame_rate: Fraction | float,
     *,
     overwrite: bool = False,
+    size: tuple[int, int] | None = None,
 ) -> None:
     """Write an editable shots.yaml with one entry per shot, atomically.
 
@@ -125,16 +126,19 @@ def write_template(
     path_out = Path(path_out)
     if path_out.exists() and not overwrite:
         raise OutputError("already exists", path=path_out, hint="pass --overwrite to replace it, or pick another name")
-    text = template_text(Path(film_path).name, _shot_ranges(cuts, frame_count), frame_count, Fraction(frame_rate))
+    text = template_text(Path(film_path).name, _shot_ranges(cuts, frame_count), frame_count, Fraction(frame_rate),
+                         size=size)
     _write_atomic(path_out, text)
     logger.info("wrote %s", path_out)
 
 
-def template_text(film_name: str, ranges: list[tuple[int, int]], frame_count: int, rate: Fraction) -> str:
-    """The template's YAML text (see :func:`write_template`)."""
+def template_text(film_name: str, ranges: list[tuple[int, int]], frame_count: int, rate: Fraction,
+                  size: tuple[int, int] | None = None) -> str:
+    """The template's YAML text (see :func:`write_template`); ``size`` is the frame's (width, height)."""
     safe_name = film_name.replace("\n", " ").replace("\r", " ")
+    pixels = f", {size[0]}x{size[1]} pixels" if size else ""
     head = [
-        f"# shots for {safe_name}: {frame_count} frames at {float(rate):.3f} fps, {len(ranges)} shot(s)",
+        f"# shots for {safe_name}: {frame_count} frames at {float(rate):.3f} fps{pixels}, {len(ranges)} shot(s)",
         "# Each shot: frames: [first, last] (both included), or time: [start, end].",
         "# Give a shot a prompt and instances; later instances are on top where they overlap.",
         f"# Check it with: restorer shots check {safe_name} <this file>",
@@ -142,6 +146,9 @@ def template_text(film_name: str, ranges: list[tuple[int, int]], frame_count: in
         '# prompt: "the whole film: place, period, light"  # default for every shot',
         "shots:" if ranges else "shots: []",
     ]
+    if size:
+        head.insert(3, f"# Boxes and points are in pixels of the {size[0]}x{size[1]} frame: x from 0 (left) to "
+                       f"{size[0] - 1}, y from 0 (top) to {size[1] - 1}.")
     body = [line for start, end in ranges for line in _template_shot(start, end, rate)]
     return "\n".join(head + body) + "\n"
 
@@ -174,13 +181,15 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def init_template(film_path: str | Path, path_out: str | Path, *, overwrite: bool = False) -> int:
-    """``restorer shots init``: detect the film's shots and write the template. Returns the shot count."""
+    """``restorer shots init``: detect the film's shots and write the template (with the frame size that
+    boxes are measured in). Returns the shot count."""
     path_out = Path(path_out)
     if path_out.exists() and not overwrite:  # say so before a long detection pass
         raise OutputError("already exists", path=path_out, hint="pass --overwrite to replace it, or pick another name")
     info = probe_film(Path(film_path))
     cuts = detect_cuts(film_path) if info.frame_count > 1 else []
-    write_template(path_out, film_path, cuts, info.frame_count, info.frame_rate, overwrite=overwrite)
+    write_template(path_out, film_path, cuts, info.frame_count, info.frame_rate, overwrite=overwrite,
+                   size=(info.width, info.height))
     return len(_shot_ranges(cuts, info.frame_count))
 
 
