@@ -27,6 +27,10 @@ Rules a reader needs:
   ``mask:`` a PNG beside the yaml file (nonzero, or alpha where there is an alpha
   channel, is inside; same size as the picture), or ``points: [[x, y], ...]`` with
   optional ``negative:`` points. Points alone need a segmenter (SAM2).
+- A shots file is untrusted input (sidecars arrive in drop folders from other people):
+  a ``mask:`` path must be relative and resolve, symlinks followed, to a regular file
+  inside the shots file's folder (:func:`contained_path`). :func:`load_shots` refuses
+  anything else before anything reads, hashes or fingerprints the path.
 - Where instances overlap, the later one in the file is on top.
 - A photo ``x.jpg`` picks up ``x.shots.yaml`` beside it (:func:`find_sidecar`).
 
@@ -40,7 +44,9 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -211,6 +217,74 @@ def find_sidecar(image_path: str | Path) -> Path | None:
     return None
 
 
+# --------------------------------------------------------------------------- paths inside files
+
+class UnsafePath(ValueError):
+    """A path named inside a file that does not stay inside that file's folder (or is not there).
+
+    ``problem`` reads after the quoted name: "mask '../x.png' <problem>". ``missing`` is True when the
+    path is fine but nothing is there yet.
+    """
+
+    def __init__(self, problem: str, *, missing: bool = False):
+        super().__init__(problem)
+        self.problem = problem
+        self.missing = missing
+
+
+def contained_path(folder: str | Path, name: Any, *, kind: Literal["file", "dir"] = "file",
+                   what: str = "the file's folder", must_exist: bool = True) -> Path:
+    """``name`` (from an untrusted file) as a real path inside ``folder``, or :class:`UnsafePath`.
+
+    The rule for every path a shots file, a preset YAML or a dataset record holds: a non-empty
+    relative path that resolves, every symlink followed, to something inside ``folder`` (itself
+    resolved); a regular file for ``kind="file"`` (never a folder, device or FIFO), a folder for
+    ``kind="dir"``. Nothing is opened or read, only ``stat``-ed. With ``must_exist=False`` a path
+    with nothing behind it passes (the caller reports it later, when it needs the file); a dangling
+    symlink is judged by where it points.
+
+    Returns:
+        The resolved path, with no symlinks left in it: read that one, not ``folder / name``.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise UnsafePath("is not a path (write a file name)")
+    if "\x00" in name:
+        raise UnsafePath("holds a NUL character")
+    if Path(name).is_absolute():
+        raise UnsafePath(f"is an absolute path; it must be relative to {what}")
+    root = Path(folder).resolve()
+    try:
+        target = (root / name).resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        raise UnsafePath("cannot be resolved (a symlink loop?)") from None
+    if target != root and not target.is_relative_to(root):
+        named_outside = not Path(os.path.normpath(root / name)).is_relative_to(root)  # or only a symlink leads out
+        raise UnsafePath(f"is outside {what}" if named_outside else f"is a symlink that leads outside {what}")
+    try:
+        mode = target.stat().st_mode
+    except FileNotFoundError:
+        if must_exist:
+            raise UnsafePath(f"not found in {what} (looked for {target})", missing=True) from None
+        return target
+    except OSError as exc:
+        raise UnsafePath(f"cannot be checked: {exc.strerror or exc}") from None
+    if kind == "file" and stat.S_ISDIR(mode):
+        raise UnsafePath("is a folder, not a file")
+    if kind == "file" and not stat.S_ISREG(mode):
+        raise UnsafePath("is not a regular file")
+    if kind == "dir" and not stat.S_ISDIR(mode):
+        raise UnsafePath("is not a folder")
+    return target
+
+
+def shots_folder(shots: ShotsFile | None) -> Path:
+    """The folder a shots file's ``mask:`` paths are relative to (the current one for no file)."""
+    return shots.source.parent if shots is not None and shots.source is not None else Path.cwd()
+
+
+MASK_FIX = "copy the mask beside the shots file and name it relatively (e.g. mask: masks/car.png)"
+
+
 # --------------------------------------------------------------------------- loading
 
 def load_shots(path: str | Path) -> ShotsFile:
@@ -235,7 +309,24 @@ def load_shots(path: str | Path) -> ShotsFile:
     shots._source = path
     shots._lines = lines
     _check_names(shots)
+    _check_mask_paths(shots)
     return shots
+
+
+def _check_mask_paths(shots: ShotsFile) -> None:
+    """Every ``mask:`` stays inside the shots file's folder; a missing one is reported by :func:`resolve_shots`."""
+    folder = shots_folder(shots)
+    for i, shot in enumerate(shots.shots):
+        for j, inst in enumerate(shot.instances):
+            for k, prompt in enumerate(inst.prompts):
+                if prompt.mask is None:
+                    continue
+                try:
+                    contained_path(folder, prompt.mask, what="the shots file's folder", must_exist=False)
+                except UnsafePath as exc:
+                    raise ShotsError(f"mask {prompt.mask!r} {exc.problem}", path=shots.source,
+                                     line=shots.line_of("shots", i, "instances", j, "prompts", k, "mask"),
+                                     hint=MASK_FIX) from None
 
 
 def _check_names(shots: ShotsFile) -> None:
@@ -629,11 +720,13 @@ def _check_point(point: tuple[float, float], loc: tuple, key: str, film: _Film) 
 def _load_mask(name: str, loc: tuple, film: _Film) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
-    base = film.path.parent if film.path is not None else Path.cwd()
-    mask_path = base / name
-    if not mask_path.is_file():
-        raise film.error(f"mask {name} not found (looked for {mask_path})", loc,
-                         hint="mask paths are relative to the shots file; check the name")
+    try:  # checked again here: the file may have changed since load_shots, or never went through it
+        mask_path = contained_path(shots_folder(film.shots), name, what="the shots file's folder")
+    except UnsafePath as exc:
+        if exc.missing:  # the name itself is fine
+            raise film.error(f"mask {name} {exc.problem}", loc, hint="mask paths are relative to the shots file; "
+                             f"check the name, or {MASK_FIX}") from None
+        raise film.error(f"mask {name!r} {exc.problem}", loc, hint=MASK_FIX) from None
     try:
         with Image.open(mask_path) as img:
             mask = _mask_array(img)

@@ -110,6 +110,10 @@ def tree_fingerprint(path: Path | None) -> Any:
     A file: :func:`input_fingerprint`. A folder: a hash of every file's relative path, size and
     mtime (weights can be gigabytes; a replaced or retrained file changes size or mtime). None
     for no path, "missing" for a path that does not exist.
+
+    Only for paths the user chose (``--weights``, ``--sam2``, environment variables): it walks
+    whatever folder it is given. Paths named inside a file (a shots file's masks) go through
+    :func:`notes_fingerprint`, which checks them first and never walks a folder.
     """
     if path is None:
         return None
@@ -126,10 +130,19 @@ def tree_fingerprint(path: Path | None) -> Any:
 
 
 def notes_fingerprint(path: Path | None) -> dict[str, Any] | None:
-    """A shots.yaml's text and the mask PNGs it names (relative to it), so editing either counts."""
+    """A shots.yaml's text and the mask PNGs it names (relative to it), so editing either counts.
+
+    The file is untrusted (a sidecar from someone else's drop folder): a mask is hashed only when its
+    path passes :func:`restorer.config.contained_path`, a regular file inside the shots file's folder.
+    Any other ``mask:`` is recorded as ``"refused"`` (or ``"missing"``) without reading or walking
+    anything; the shots loader then refuses the file with its line. Never a folder, never
+    :func:`tree_fingerprint`.
+    """
     if path is None or not Path(path).is_file():
         return None
     import yaml
+
+    from restorer.config import UnsafePath, contained_path
 
     text = Path(path).read_text(encoding="utf-8", errors="replace")
     masks: set[str] = set()
@@ -149,7 +162,16 @@ def notes_fingerprint(path: Path | None) -> dict[str, Any] | None:
     except yaml.YAMLError:
         pass  # the shots loader reports it, with its line
     base = Path(path).parent
-    return {"text": text, "masks": {m: tree_fingerprint(base / m) for m in sorted(masks)}}
+
+    def mask_print(name: str) -> Any:
+        try:
+            return input_fingerprint(contained_path(base, name, what="the shots file's folder"))
+        except UnsafePath as exc:
+            return "missing" if exc.missing else "refused"
+        except OSError:  # unreadable: the shots loader says so
+            return "unreadable"
+
+    return {"text": text, "masks": {m: mask_print(m) for m in sorted(masks)}}
 
 
 def settings_fingerprint(settings: dict[str, Any]) -> str:

@@ -46,10 +46,17 @@ def shipped() -> list[str]:
 def load_preset(name_or_path: str) -> Preset:
     """A shipped preset by name, or a user's YAML file by path.
 
+    Options that name a path (``base_config``, a folder) follow the rule of every path inside a file
+    (:func:`restorer.config.contained_path`): relative to the preset file, resolving (symlinks
+    followed) inside its folder, never read from the current folder or from anywhere else. They come
+    back resolved, as absolute paths. A folder elsewhere is named on the command line or in the
+    environment instead (``RESTORER_SD15_CONFIG``).
+
     Raises:
-        InputError: unknown name, unreadable file or invalid content.
+        InputError: unknown name, unreadable file, invalid content or a path option outside the folder.
     """
     path = Path(name_or_path)
+    folder = path.parent
     if name_or_path.endswith((".yaml", ".yml")) or path.exists():
         if not path.is_file():
             raise InputError("preset file not found", path=path,
@@ -58,15 +65,28 @@ def load_preset(name_or_path: str) -> Preset:
     elif name_or_path in shipped():
         text = resources.files(__package__).joinpath(f"{name_or_path}.yaml").read_text(encoding="utf-8")
         where = f"preset {name_or_path}"
+        folder = Path(str(resources.files(__package__)))
     else:
         raise InputError(f"unknown preset {name_or_path!r}",
                          hint=f"use one of: {', '.join(shipped())}, or a path to a preset YAML file")
     try:
-        return Preset.model_validate(yaml.safe_load(text))
+        preset = Preset.model_validate(yaml.safe_load(text))
     except (yaml.YAMLError, ValidationError) as exc:
         first = str(exc).splitlines()
         raise InputError(f"invalid preset: {' '.join(first[:3])}", path=where,
                          hint="see `restorer presets` for the shipped examples") from None
+    from restorer.config import UnsafePath, contained_path
+
+    for key in ("base_config",):  # the options that name a path, each a folder
+        if preset.options.get(key) is not None:
+            try:
+                preset.options[key] = str(contained_path(folder, preset.options[key], kind="dir",
+                                                         what="the preset file's folder", must_exist=False))
+            except UnsafePath as exc:
+                raise InputError(f"option {key} {preset.options[key]!r} {exc.problem}", path=where,
+                                 hint="put the folder beside the preset file and name it relatively, "
+                                      "or set RESTORER_SD15_CONFIG instead") from None
+    return preset
 
 
 def open_engine(preset: Preset, *, device: str = "cpu", weights: Path | None = None,
