@@ -94,6 +94,9 @@ def train(preset: str, data: Path, out: Path, stage: str, steps: int, resume: bo
     from restorer.pipelines.train import train as run
 
     _threads(threads)
+    from restorer.pipelines.train import _preset_options
+
+    _preset_options(preset)  # refuse a preset this trainer cannot train, before any cache is built
     if stage == "prior":
         from restorer.pipelines.train_prior import PriorConfig, export_prior, train_prior
 

@@ -308,7 +308,7 @@ def counter_color(true_lab: list[float] | np.ndarray) -> str:
 def evaluate_split(data: Path, *, preset: str = "tiny", weights: Path | None = None, save: Path | None = None,
                    split: str = "val", per_image: int = 3, min_area: float = 0.03, seed: int = 0,
                    limit: int | None = None, shard: tuple[int, int] = (0, 1),
-                   overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+                   overrides: dict[str, Any] | None = None, base: Path | None = None) -> dict[str, Any]:
     """Colorize a dataset split with a preset and measure it (see the module docstring).
 
     Automatic colorization has no texts and no masks; the instance runs give every instance
@@ -316,20 +316,27 @@ def evaluate_split(data: Path, *, preset: str = "tiny", weights: Path | None = N
     largest covering at least ``min_area``) to its counter colour. ``shard`` (k, n) takes
     every n-th photo from the k-th, for parallel processes; :func:`merge_results` joins them.
     """
-    from restorer.models.mtcolor.engine import open_mtcolor
     from restorer.pipelines.dataset import read_dataset
-    from restorer.presets import load_preset
+    from restorer.pipelines.options import shot_seed
+    from restorer.presets import load_preset, open_engine
 
     records = read_dataset(data, split)[:limit][shard[0]::shard[1]]
     if not records:
         raise InputError(f"the dataset has no '{split}' photos", path=data)
-    engine = open_mtcolor(dict(load_preset(preset).options), device="cpu", weights=weights, base=None,
-                          overrides=overrides or {})
+    chosen = load_preset(preset)
+    # the engine and the seed exactly as `restorer colorize` opens them for a photo (a one-frame shot at 0)
+    engine = open_engine(chosen, device="cpu", weights=weights, base=base, overrides=overrides or {})
     raw = {"automatic": [], "gray": [], "binding": [], "leakage": [], "images": []}
-    for rec in records:
-        _one_record(engine, data, rec, raw, save, per_image, min_area, seed)
+    try:
+        for rec in records:
+            _one_record(engine, data, rec, raw, save, per_image, min_area, shot_seed(seed, 0))
+    finally:
+        close = getattr(engine, "close", None)
+        if close is not None:
+            close()
     result = merge_results([{"raw": raw}])
-    result.update({"split": split, "preset": preset, "weights": str(weights) if weights else "default",
+    result.update({"split": split, "preset": chosen.name, "engine": engine.name,
+                   "weights": str(weights) if weights else "default",
                    "overrides": overrides or {}, "shard": list(shard), "raw": raw})
     if save is not None:
         save.mkdir(parents=True, exist_ok=True)

@@ -448,9 +448,23 @@ def train(preset: str | Path, data: Path, out: Path, *, stage: int, steps: int, 
 
 
 def _preset_options(preset: str | Path) -> dict[str, Any]:
+    """The options of a preset this trainer can train: MT-Color's tiny backbone at the cache's grid.
+
+    Raises:
+        InputError: another engine or backbone (sd15 is not trained on the CPU here), or another grid.
+    """
     from restorer.presets import load_preset
 
-    return dict(load_preset(str(preset)).options)
+    chosen = load_preset(str(preset))
+    opts = dict(chosen.options)
+    if chosen.engine != "mtcolor" or opts.get("backbone") != "tiny":
+        what = chosen.engine if chosen.engine != "mtcolor" else f"mtcolor with backbone {opts.get('backbone')}"
+        raise InputError(f"restorer train trains MT-Color's tiny backbone; preset {chosen.name!r} is {what}",
+                         hint="train --preset tiny (or a preset YAML with engine: mtcolor and backbone: tiny)")
+    if int(opts.get("grid", GRID)) != GRID:
+        raise InputError(f"preset {chosen.name!r} asks for grid {opts['grid']}; the training caches are built "
+                         f"at grid {GRID}", hint=f"set grid: {GRID} in the preset to train it")
+    return opts
 
 
 def _setup(opts, cfg: TrainConfig, out: Path, stage_dir: Path, init: Path | None, resume: bool):
