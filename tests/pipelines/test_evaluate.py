@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 from PIL import Image
+from skimage.color import deltaE_ciede2000, lab2rgb, rgb2lab
 
 from restorer.pipelines import evaluate as ev
 
@@ -32,6 +33,17 @@ def test_ciede2000_matches_sharma_table() -> None:
         assert float(ev.ciede2000(np.array(b), np.array(a))) == pytest.approx(want, abs=1e-4)
 
 
+def test_ciede2000_matches_scikit_image_over_the_whole_lab_range() -> None:
+    # an independent implementation, on pairs spanning every hue quadrant, near-gray and vivid chroma
+    rng = np.random.default_rng(5)
+    lo, hi = [0, -100, -100], [100, 100, 100]
+    a, b = rng.uniform(lo, hi, (2000, 3)), rng.uniform(lo, hi, (2000, 3))
+    a[:500, 1:] *= 0.02  # near-gray against anything: the G factor and the hue mean at tiny chroma
+    np.testing.assert_allclose(ev.ciede2000(a, b), deltaE_ciede2000(a, b), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(ev.ciede2000(a.reshape(40, 50, 3), b.reshape(40, 50, 3)),
+                               deltaE_ciede2000(a, b).reshape(40, 50), rtol=0, atol=1e-9)
+
+
 def test_colourfulness_by_hand() -> None:
     img = np.array([[[255, 0, 0], [0, 0, 255]]], dtype=np.float64)
     # rg = (255, 0), yb = (127.5, -255): sd_rg = 127.5, sd_yb = 191.25, mu_rg = 127.5, mu_yb = -63.75
@@ -45,16 +57,46 @@ def test_luma_deviation_and_ssim_by_hand() -> None:
     pred = gt.copy()
     pred[..., 1] += 5  # Y' changes by 0.587 * 5
     assert ev.luma_deviation(pred, gt) == pytest.approx(0.587 * 5)
+    # a 7x7 image is one 7x7 uniform window: SSIM is Wang et al.'s formula over all 49 pixels
+    # (population moments), per channel, averaged over channels
     rng = np.random.default_rng(0)
-    img = rng.random((16, 16, 3)) * 255
-    assert ev.ssim(img, img) == pytest.approx(1.0)
+    x = rng.random((7, 7, 3)) * 255
+    y = np.clip(0.6 * x + 40 + rng.normal(0, 20, x.shape), 0, 255)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    want = []
+    for c in range(3):
+        a, b = x[..., c].ravel(), y[..., c].ravel()
+        cov = np.mean((a - a.mean()) * (b - b.mean()))
+        want.append((2 * a.mean() * b.mean() + c1) * (2 * cov + c2)
+                    / ((a.mean() ** 2 + b.mean() ** 2 + c1) * (a.var() + b.var() + c2)))
+    assert 0.2 < np.mean(want) < 0.95  # a real partial similarity, not a degenerate case
+    assert ev.ssim(y, x) == pytest.approx(float(np.mean(want)), rel=1e-9)
     # flat images: variances vanish, SSIM = (2 mu_x mu_y + C1) / (mu_x² + mu_y² + C1), C1 = (0.01 * 255)²
     c1 = (0.01 * 255) ** 2
     flat = np.full((16, 16, 3), 110.0)
     want = (2 * 110 * 100 + c1) / (110 ** 2 + 100 ** 2 + c1)
     assert ev.ssim(flat, np.full((16, 16, 3), 100.0)) == pytest.approx(want)
-    m = ev.image_metrics(gt, gt)
-    assert m["ciede2000"] == 0.0 and m["luma_deviation"] == 0.0
+
+
+def test_image_metrics_of_a_known_pair() -> None:
+    # gray 128 everywhere; the prediction paints exactly a quarter of the pixels one colour
+    gt = np.full((8, 8, 3), 128.0)
+    pred = gt.copy()
+    colour = np.array([200.0, 60.0, 30.0])
+    pred[:4, :4] = colour
+    m = ev.image_metrics(pred, gt)
+    de = float(deltaE_ciede2000(rgb2lab(colour / 255), rgb2lab(gt[0, 0] / 255)))
+    assert de > 20
+    assert m["ciede2000"] == pytest.approx(de / 4, rel=1e-4)
+    y = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
+    assert m["luma_deviation"] == pytest.approx(abs(y - 128) / 4)
+    mse = np.sum((colour - 128) ** 2) / 3 / 4  # per value: a quarter of the pixels carry the error
+    assert m["psnr"] == pytest.approx(10 * math.log10(255 ** 2 / mse))
+    assert m["colourfulness_gt"] == 0.0
+    # rg = R - G and yb = (R + G)/2 - B are 140 and 100 on a quarter of the pixels, 0 elsewhere
+    sd, mu = math.sqrt(0.25 * 0.75), 0.25
+    want = math.hypot(140 * sd, 100 * sd) + 0.3 * math.hypot(140 * mu, 100 * mu)
+    assert m["colourfulness_pred"] == pytest.approx(want)
 
 
 def test_summary_ratio() -> None:
@@ -86,26 +128,72 @@ def test_warp_error_of_a_still_film_is_zero_and_of_a_flicker_is_its_square() -> 
     assert out["frames"] == 3 and out["cdc_gt"] == 0.0 and out["warp_error_gt"] == pytest.approx(0.0, abs=1e-4)
 
 
-def test_binding_and_leakage_by_hand() -> None:
-    from restorer.io.color import lab_to_srgb
-
-    mask = np.zeros((40, 40), bool)
-    mask[5:15, 5:15] = True
+def test_binding_by_hand_at_its_thresholds() -> None:
+    """Mean a*b* inside the mask: hue within 25 degrees of the request, chroma at least 15."""
     gray = np.full((40, 40, 3), 128.0)
-    red = gray.copy()
-    red[mask] = np.clip(lab_to_srgb(np.array([50.0, 60.0, 40.0])), 0, 1) * 255
-    assert ev.bound(red, mask, (48.0, 74.0, 62.0))          # hue of red, chroma well above 15
-    assert not ev.bound(red, mask, (36.7, 45.3, -82.5))     # blue: hue far away
-    assert not ev.bound(gray, mask, (48.0, 74.0, 62.0))     # gray: no chroma
-    assert ev.leakage(gray, red, mask) == 0.0               # the change stays inside the mask
-    away = red.copy()
-    away[30:, 30:] = red[10, 10]                            # a red patch far from the mask
-    patch = np.zeros((40, 40), bool)
-    patch[30:, 30:] = True
+    mask = np.zeros((40, 40), bool)
+    mask[5:15, 5:25] = True  # 200 pixels
+
+    def painted(share: float, lab) -> np.ndarray:
+        img = gray.copy()
+        ys, xs = np.nonzero(mask)
+        k = int(round(share * len(ys)))
+        img[ys[:k], xs[:k]] = np.clip(lab2rgb(np.array(lab, np.float64)), 0, 1) * 255
+        return img
+
+    # a vivid colour on exactly 25 % of the mask's pixels, gray on the rest
+    vivid = (50.0, 60.0, 40.0)
+    c_full = float(np.hypot(*rgb2lab(painted(1.0, vivid)[7, 7] / 255)[1:]))
+    assert 0.25 * c_full > 15 > 0.20 * c_full  # 25 % of it passes the chroma floor, 20 % does not
+    hue = math.degrees(math.atan2(40.0, 60.0))
+
+    def request(offset_deg: float) -> tuple[float, float, float]:
+        h = math.radians(hue + offset_deg)
+        return (50.0, 70 * math.cos(h), 70 * math.sin(h))
+
+    assert ev.bound(painted(0.25, vivid), mask, request(0))
+    assert not ev.bound(painted(0.20, vivid), mask, request(0))
+    assert ev.bound(painted(1.0, vivid), mask, request(23))
+    assert ev.bound(painted(1.0, vivid), mask, request(-23))
+    assert not ev.bound(painted(1.0, vivid), mask, request(28))
+    assert not ev.bound(painted(1.0, vivid), mask, request(-28))
+    assert not ev.bound(painted(1.0, vivid), mask, request(180))
+    assert not ev.bound(gray, mask, request(0))
+    # pixels outside the mask do not count: the same colour everywhere but inside it
+    outside_only = np.where(mask[..., None], gray, painted(1.0, vivid)[7, 7])
+    assert not ev.bound(outside_only, mask, request(0))
+    np.testing.assert_allclose(ev.mean_ab(painted(0.25, vivid), mask),
+                               0.25 * rgb2lab(painted(1.0, vivid)[7, 7] / 255)[1:], atol=0.01)
+
+
+def test_leakage_by_hand() -> None:
+    """Mean |delta a*b*| outside the mask dilated by 5 % of the diagonal: on 40x40, round(2.83) = 3 px.
+
+    The mask is a full-width band (rows 5..14), so its dilation is rows 2..17 whatever the disk's
+    shape: 24 rows x 40 = 960 pixels are outside."""
+    mask = np.zeros((40, 40), bool)
+    mask[5:15] = True
     out = ev.outside(mask)
-    assert out[30:, 30:].all() and not out[mask].any()
-    d = np.hypot(*(ev.mean_ab(red, mask) - ev.mean_ab(gray, mask)))
-    assert ev.leakage(red, away, mask) == pytest.approx(d * patch[out].sum() / out.sum(), rel=1e-3)
+    assert out.sum() == 960 and out[:2].all() and out[18:].all() and not out[2:18].any()
+    base = np.full((40, 40, 3), 128.0)
+    colour = np.array([30.0, 90.0, 200.0])
+    d = float(np.hypot(*(rgb2lab(colour / 255) - rgb2lab(base[0, 0] / 255))[1:]))
+    assert d > 40
+
+    def changed(rows: slice) -> np.ndarray:
+        img = base.copy()
+        img[rows] = colour
+        return img
+
+    assert ev.leakage(base, base, mask) == 0.0
+    assert ev.leakage(base, changed(slice(5, 15)), mask) == 0.0       # inside the mask
+    assert ev.leakage(base, changed(slice(2, 18)), mask) == 0.0       # inside its 3 px ring too
+    assert ev.leakage(base, changed(slice(18, 19)), mask) == pytest.approx(d * 40 / 960, rel=1e-3)
+    assert ev.leakage(base, changed(slice(30, 40)), mask) == pytest.approx(d * 400 / 960, rel=1e-3)
+    assert ev.leakage(changed(slice(30, 40)), base, mask) == pytest.approx(d * 400 / 960, rel=1e-3)
+    everything = np.broadcast_to(colour, base.shape)
+    assert ev.leakage(base, everything, mask) == pytest.approx(d, rel=1e-3)
+    assert ev.leakage(base, base, np.ones((40, 40), bool)) == 0.0     # nothing is outside
 
 
 def test_counter_colour_is_far_in_hue() -> None:
@@ -134,7 +222,7 @@ def test_split_evaluation_end_to_end_has_no_leakage_and_draws_its_sheets(tmp_pat
     every number is there, recolouring one instance moves nothing outside its dilated mask (the
     dataset's masks tile the photo, so instance sampling and mask-aware upsampling isolate it
     exactly), and the contact and binding sheets have one row per photo and per request."""
-    from restorer.pipelines.dataset import build_dataset
+    from restorer.pipelines.dataset import build_dataset, load_record, palette_lab, read_dataset
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -150,11 +238,61 @@ def test_split_evaluation_end_to_end_has_no_leakage_and_draws_its_sheets(tmp_pat
     save = tmp_path / "eval"
     result = ev.evaluate_split(data, split="train", per_image=1, save=save, overrides={"steps": 2})
     assert result["images"] == 2 and result["binding_instances"] == 2
-    assert 0.0 <= result["binding"] <= 1.0
+    records = {rec["name"]: rec for rec in read_dataset(data, "train")}
+    assert sorted(records) == ["p0", "p1"]
+
+    # every automatic number, recomputed from the saved prediction and ground truth with
+    # scikit-image's Lab and CIEDE2000 and the formulas written out here
+    def rgb(folder: str, name: str) -> np.ndarray:
+        return np.asarray(Image.open(save / folder / f"{name}.png").convert("RGB"), np.float64)
+
+    def by_hand(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+        def m(img):
+            rg, yb = img[..., 0] - img[..., 1], (img[..., 0] + img[..., 1]) / 2 - img[..., 2]
+            return math.hypot(rg.std(), yb.std()) + 0.3 * math.hypot(rg.mean(), yb.mean())
+        weights = np.array([0.299, 0.587, 0.114])
+        return {"ciede2000": float(deltaE_ciede2000(rgb2lab(pred / 255), rgb2lab(gt / 255)).mean()),
+                "colourfulness_pred": m(pred), "colourfulness_gt": m(gt),
+                "luma_deviation": float(np.abs((pred - gt) @ weights).mean()),
+                "psnr": 10 * math.log10(255 ** 2 / np.mean((pred - gt) ** 2))}
+
+    for key, folder in (("automatic", "auto"), ("gray_baseline", "gray")):
+        rows = [by_hand(rgb(folder, n), rgb("gt", n)) for n in sorted(records)]
+        for metric in rows[0]:
+            want = float(np.mean([r[metric] for r in rows]))
+            assert result[key][metric] == pytest.approx(want, rel=2e-3, abs=1e-3), (key, metric)
+        assert result[key]["count"] == 2
+    assert result["gray_baseline"]["colourfulness_pred"] == 0.0
+    assert result["automatic"]["colourfulness_pred"] > 10  # the tiny model did colour the photos
+    assert result["automatic"]["luma_deviation"] < 1.0      # recombined with the photo's own luma
+
+    # binding: the share of requests whose instance, in its saved image, has a mean a*b* within
+    # 25 degrees of hue and at least 15 of chroma of the requested colour
+    pal = palette_lab()
+    bound = []
+    for png in sorted((save / "instances").glob("*.png")):
+        name, rest = png.stem.split("__")
+        inst, colour = rest.split("_", 1)
+        _, labels = load_record(data, records[name])
+        ab = rgb2lab(np.asarray(Image.open(png).convert("RGB"), np.float64) / 255)[labels == int(inst)][:, 1:].mean(0)
+        want = math.degrees(math.atan2(pal[colour][2], pal[colour][1]))
+        off = abs((math.degrees(math.atan2(ab[1], ab[0])) - want + 180) % 360 - 180)
+        bound.append(off <= 25 and math.hypot(*ab) >= 15)
+    assert len(bound) == 2
+    assert result["binding"] == pytest.approx(sum(bound) / 2)
+
+    # leakage 0: outside each dilated mask the recoloured output equals the one before, while
+    # inside the mask the new text did change the colour (else 0 would say nothing)
     assert result["leakage"] == 0.0
-    for key in ("ciede2000", "colourfulness_pred", "luma_deviation"):
-        assert np.isfinite(result["automatic"][key])
-    assert result["automatic"]["luma_deviation"] < 1.0
+    for png in sorted((save / "instances").glob("*.png")):
+        name, rest = png.stem.split("__")
+        _, labels = load_record(data, records[name])
+        mask = labels == int(rest.split("_")[0])
+        before = rgb2lab(rgb("texts", name) / 255)[..., 1:]
+        after = rgb2lab(np.asarray(Image.open(png).convert("RGB"), np.float64) / 255)[..., 1:]
+        moved = np.hypot(*np.moveaxis(after - before, -1, 0))
+        assert moved[mask].mean() > 10, png.name
+        assert moved[ev.outside(mask)].max() == 0.0, png.name
     ev.contact_sheet(save, tmp_path / "c.png", cell=50)
     ev.binding_sheet(save, tmp_path / "b.png", cell=50)
     assert Image.open(tmp_path / "c.png").height == 20 + 2 * (50 + 6)
