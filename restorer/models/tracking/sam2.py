@@ -26,8 +26,8 @@ import numpy as np
 
 from ...errors import WeightsError
 from .flow import read_backwards
-from .sam2_inputs import PROCESSOR_FILES, sam2_inputs
 from .prompts import FrameSource, Prompt, ShotPrompts, to_uint8
+from .sam2_inputs import PROCESSOR_FILES, sam2_inputs
 from .store import MaskStore
 
 log = logging.getLogger(__name__)
@@ -82,9 +82,12 @@ class Sam2Tracker:
         folder = check_sam2_folder(folder)
         from transformers import Sam2VideoModel
 
+        from ..strict import from_pretrained_strict
+
         device = _default_device(device)
+        # a missing, unexpected or mis-shaped tensor is refused too, naming the first keys
+        model = from_pretrained_strict(Sam2VideoModel, folder, "SAM2 weights")
         try:
-            model = Sam2VideoModel.from_pretrained(folder, local_files_only=True)
             processor = sam2_inputs(folder, model.config.image_size)
         except Exception as exc:  # noqa: BLE001 - any failure here means unusable weights
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
