@@ -20,9 +20,16 @@ For each colour photo (sorted by name, so the output does not depend on the file
 4. a global text starting with the overall tone and listing the largest regions with colours:
    "a warm, colourful photo of a blue sky, a green tree and a gray area".
 
-Validation split: a photo is in ``val`` when the first 8 hex digits of the SHA-256 of its
-*file name* fall below ``val_fraction`` of the range, so the split is fixed by the name alone
-(adding photos never moves an old one between splits) and the seed does not touch it.
+Development split (``val`` in the records; settings are chosen on it, so it is not a test set): a
+photo is a candidate when the first 8 hex digits of the SHA-256 of its *file name* fall below
+``val_fraction`` of the range. Photos are then grouped: a series (the same file-name stem before
+its trailing number, ``fish1``, ``fish12``) and near-duplicates (a 64-bit DCT perceptual hash of
+the stored image within :data:`NEAR_DUPLICATE_BITS` bits, e.g. a resized copy under another name)
+form one group, and a group is in ``val`` only if every member is a candidate; otherwise all of it
+is in ``train``. So no photo has a sibling or a copy on the other side, and a photo can only ever
+move from ``val`` to ``train`` (when a sibling or copy of it is added), never the other way: a
+model trained on an older ``train`` never finds its training photos in a newer ``val``. The
+manifest lists the photos moved and why.
 
 Resumable: each photo's record is written (atomically) to ``records/NAME.json`` and skipped
 when present; ``dataset.jsonl`` and ``manifest.json`` (with the SHA-256 of the sorted inputs'
@@ -40,6 +47,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -87,7 +95,74 @@ def name_color(lab: np.ndarray, palette: dict[str, np.ndarray] | None = None) ->
 
 
 def in_validation(name: str, fraction: float) -> bool:
+    """Whether a file name is a development candidate (see the module docstring; groups decide)."""
     return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) < fraction * 0x100000000
+
+
+NEAR_DUPLICATE_BITS = 10  # of 64: resized or recompressed copies differ by a few bits, other photos by ~32
+
+
+def series_key(name: str) -> str:
+    """A file's series: its stem without a trailing number (``fishes-fish12.jpg`` -> ``fishes-fish``)."""
+    stem = Path(name).stem
+    return re.sub(r"[\s_.\-]*\d+$", "", stem) or stem
+
+
+def perceptual_hash(rgb: np.ndarray) -> int:
+    """64-bit DCT hash (pHash): the 8x8 lowest frequencies of the 32x32 gray image against their median."""
+    import cv2
+
+    gray = rgb.mean(axis=2).astype(np.float32) if rgb.ndim == 3 else rgb.astype(np.float32)
+    small = cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA)
+    low = cv2.dct(small)[:8, :8].ravel()
+    bits = low > np.median(low[1:])
+    return int("".join("1" if b else "0" for b in bits), 2)
+
+
+def assign_splits(names: list[str], hashes: list[int], fraction: float,
+                  max_bits: int = NEAR_DUPLICATE_BITS) -> tuple[dict[str, str], dict[str, str]]:
+    """Each name's split and, for candidates moved to ``train``, why (see the module docstring)."""
+    parent = list(range(len(names)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def join(i: int, j: int) -> None:
+        parent[find(i)] = find(j)
+
+    first_of: dict[str, int] = {}
+    for i, name in enumerate(names):
+        key = series_key(name)
+        if key in first_of:
+            join(i, first_of[key])
+        else:
+            first_of[key] = i
+    near: dict[int, list[int]] = {}
+    for i in range(len(names)):
+        for j in range(i):
+            if bin(hashes[i] ^ hashes[j]).count("1") <= max_bits:
+                join(i, j)
+                near.setdefault(i, []).append(j)
+                near.setdefault(j, []).append(i)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(names)):
+        groups.setdefault(find(i), []).append(i)
+    split, moved = {}, {}
+    for members in groups.values():
+        candidates = [in_validation(names[i], fraction) for i in members]
+        side = "val" if all(candidates) else "train"
+        for i, cand in zip(members, candidates, strict=True):
+            split[names[i]] = side
+            if cand and side == "train":
+                copies = [names[j] for j in near.get(i, [])]
+                siblings = [names[j] for j in members if j != i and series_key(names[j]) == series_key(names[i])]
+                moved[names[i]] = (f"near-duplicate of {copies[0]}" if copies else
+                                   f"series {series_key(names[i])!r} with {siblings[0]}" if siblings else
+                                   "grouped with a training photo")
+    return split, moved
 
 
 def list_images(images: Path | Iterable[Path]) -> list[Path]:
@@ -111,7 +186,13 @@ def segment(rgb: np.ndarray, opts: BuildOptions = BuildOptions()) -> np.ndarray:
         (max(8, round(w * scale)), max(8, round(h * scale))), Image.BILINEAR), dtype=np.float32) / 255
     labels = felzenszwalb(small, scale=100, sigma=0.8, min_size=20)
     labels = _merge(labels, srgb_to_lab(small).reshape(-1, 3), opts)
-    return np.asarray(Image.fromarray(labels.astype(np.uint8)).resize((w, h), Image.NEAREST))
+    out = np.asarray(Image.fromarray(labels.astype(np.uint8)).resize((w, h), Image.NEAREST))
+    present = np.unique(out)
+    if len(present) != int(out.max()) + 1:  # a photo under 128 px: a region can vanish in the resize back
+        lut = np.zeros(256, np.uint8)
+        lut[present] = np.arange(len(present))
+        out = lut[out]
+    return out
 
 
 def _merge(labels: np.ndarray, lab: np.ndarray, opts: BuildOptions) -> np.ndarray:
@@ -384,7 +465,26 @@ def build_dataset(images: Path | Iterable[Path], out: Path, *, val_fraction: flo
             _atomic_text(rec_path, json.dumps(records[-1], sort_keys=True))
         if progress:
             progress(i + 1, len(paths), path.name)
-    return _write_index(out, records, opts, seed, source)
+    moved = _split_records(out, records, opts.val_fraction)
+    return _write_index(out, records, opts, seed, source, moved)
+
+
+def _split_records(out: Path, records: list[dict[str, Any]], fraction: float) -> dict[str, str]:
+    """Give every record its group's split (hashes of the stored images); rewrite records that change."""
+    changed = set()
+    for rec in records:
+        if "phash" not in rec:
+            with Image.open(out / rec["image"]) as im:
+                rec["phash"] = f"{perceptual_hash(np.asarray(im.convert('RGB'), np.float32)):016x}"
+            changed.add(rec["name"])
+    split, moved = assign_splits([r["source"] for r in records], [int(r["phash"], 16) for r in records], fraction)
+    for rec in records:
+        if rec["split"] != split[rec["source"]]:
+            rec["split"] = split[rec["source"]]
+            changed.add(rec["name"])
+        if rec["name"] in changed:
+            _atomic_text(out / "records" / f"{rec['name']}.json", json.dumps(rec, sort_keys=True))
+    return moved
 
 
 def _check_mask_source(out: Path, paths: list[Path], source: str) -> None:
@@ -400,7 +500,7 @@ def _check_mask_source(out: Path, paths: list[Path], source: str) -> None:
 
 
 def _write_index(out: Path, records: list[dict[str, Any]], opts: BuildOptions, seed: int,
-                 source: str = SEGMENTATION) -> dict[str, Any]:
+                 source: str = SEGMENTATION, moved: dict[str, str] | None = None) -> dict[str, Any]:
     lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
     _atomic_text(out / "dataset.jsonl", lines)
     digest = hashlib.sha256("".join(f"{r['source']} {r['sha256']}\n" for r in records).encode()).hexdigest()
@@ -408,7 +508,9 @@ def _write_index(out: Path, records: list[dict[str, Any]], opts: BuildOptions, s
                 "train": sum(r["split"] == "train" for r in records),
                 "val": sum(r["split"] == "val" for r in records),
                 "options": opts.__dict__, "seed": seed, "palette": list(PALETTE),
-                "counter_colors": list(COUNTER_COLORS)}
+                "counter_colors": list(COUNTER_COLORS),
+                "moved_to_train": dict(sorted((moved or {}).items())),
+                "near_duplicate_bits": NEAR_DUPLICATE_BITS}
     if source != SEGMENTATION:  # colour-segmentation manifests stay as they were before SAM2
         manifest["mask_source"] = source
     _atomic_text(out / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True) + "\n")
