@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import DDIMScheduler
 
 from restorer.models.mtcolor.prior import ColourPrior, bins_for, soft_encode
 from restorer.models.mtcolor.sampler import SamplingOptions, Schedule, sample
@@ -62,10 +63,20 @@ def test_sampler_strength_zero_returns_the_prior_and_leaves_instances_alone() ->
     opts = SamplingOptions(steps=6, alpha=1.0, prior_strength=0.0)
     none = torch.zeros(0, 8, 8)
     assert torch.equal(sample(_eps, None, z_T, none, schedule, opts, 0, x0_prior=x0), x0)
-    # half the steps from the prior: neither the prior itself nor the run from pure noise
-    half = sample(_eps, None, z_T, none, schedule, SamplingOptions(steps=6, prior_strength=0.5), 0, x0_prior=x0)
-    plain = sample(_eps, None, z_T, none, schedule, SamplingOptions(steps=6), 0)
-    assert not torch.allclose(half, x0) and not torch.allclose(half, plain)
+    # strength s: the prior noised with z_T to the level of step 6 - round(6 s) (diffusers' add_noise),
+    # then the last round(6 s) steps of plain DDIM (diffusers' own step); s = 1/3 tells 6 - 2 from 2;
+    # s = 1 still starts from the prior, noised to the first timestep's level
+    sched = DDIMScheduler.from_config(SCHED)
+    sched.set_timesteps(6)
+    for strength, start in ((0.5, 3), (1 / 3, 4), (1.0, 0)):
+        ours = sample(_eps, None, z_T, none, schedule, SamplingOptions(steps=6, prior_strength=strength), 0,
+                      x0_prior=x0)
+        t0 = sched.timesteps[start]
+        z = sched.add_noise(x0, z_T, t0.view(1))
+        for t in sched.timesteps[start:]:
+            z = sched.step(_eps(z, t), t, z, eta=0.0).prev_sample
+        assert (ours - z).abs().max() < 1e-5, strength
+        assert (ours - x0).abs().max() > 0.1  # the steps did move it off the prior
     # one instance on the left half: its cells come from its own run, with or without a prior
     masks = torch.zeros(1, 8, 8)
     masks[:, :, :4] = 1
@@ -83,26 +94,67 @@ def test_engine_without_texts_gives_the_prior_at_strength_zero(monkeypatch) -> N
     from restorer.models.engine import FrameInput, ShotContext
     from restorer.models.mtcolor import engine as E
     from restorer.models.mtcolor import tiny
+    from restorer.models.mtcolor.features import EfficientNetFeatures
     from restorer.presets import load_preset
 
-    opts = {**load_preset("tiny").options, "prior_strength": 0.0, "steps": 2}
-    prior = ColourPrior(bins=[[0.0, 0.0], [40.0, 30.0], [-30.0, -20.0]])
+    bins = [[0.0, 0.0], [40.0, 30.0], [-30.0, -20.0]]
+    opts = {**load_preset("tiny").options, "prior_strength": 0.0, "steps": 10, "prior_temperature": 0.5,
+            "prompt_strength": 0.3}
+    torch.manual_seed(0)
+    prior = ColourPrior(bins=bins)
     with torch.no_grad():
-        prior.out[-1].bias.copy_(torch.tensor([0.0, 3.0, 0.0]))  # leans to (40, 30) everywhere
+        prior.out[-1].bias.copy_(torch.tensor([0.0, 1.0, 0.0]))  # leans to (40, 30) everywhere
+        prior.out[-1].weight.mul_(4)  # and follows the picture visibly
     monkeypatch.setattr(tiny, "load_prior", lambda root: prior)
     engine = E.open_mtcolor(opts, device="cpu", weights=None, base=None, overrides={})
     assert engine.prior is prior
+    unet_calls = []
+    engine.model.unet.register_forward_pre_hook(lambda m, args: unet_calls.append((int(args[1][0]), args[0])))
     luma = np.tile(np.linspace(0.1, 0.9, 64, dtype=np.float32), (48, 1))
-    ctx = ShotContext(seed=0, prompt=None, instances=(), size=luma.shape)
-    (ab,) = list(engine.shot(ctx, [FrameInput(0, luma, np.zeros((0, 48, 64), bool))]))
+    luma[10:30, 20:40] = 0.5
+    no_masks = np.zeros((0, 48, 64), bool)
+
+    def run(prompt: str | None) -> np.ndarray:
+        ctx = ShotContext(seed=0, prompt=prompt, instances=(), size=luma.shape)
+        (ab,) = list(engine.shot(ctx, [FrameInput(0, luma, no_masks)]))
+        return ab
+
+    # the prior's annealed mean on this picture, its inputs built here: the luma at the 24x32 grid
+    # (antialiased bilinear) in [-1, 1], and the features of a separate EfficientNet-Lite0
+    ab = run(None)
+    assert ab.shape == (24, 32, 2) and unet_calls == []  # strength 0: not one diffusion step
     t = torch.from_numpy(luma)[None, None]
-    expected = engine.prior_latent(engine.space.features.pyramid(t), engine.space.prepare(t, ab.shape[:2])[0])
-    assert np.allclose(ab, engine.space.decode(expected), atol=1e-4)
+    gray = F.interpolate(t, size=(24, 32), mode="bilinear", align_corners=False, antialias=True) * 2 - 1
+    with torch.no_grad():
+        logits = prior(gray, EfficientNetFeatures().pyramid(t))[0]
+    want = torch.einsum("qhw,qc->hwc", torch.softmax(logits / 0.5, dim=0), torch.tensor(bins)).numpy()
+    assert np.abs(ab - want).max() < 1e-3
+    assert want[..., 0].std() > 2  # the prior did see the picture: not one colour everywhere
     assert ab[..., 0].mean() > 15 and ab[..., 1].mean() > 10  # the prior's colour, not gray
-    # a global prompt gets diffusion steps from the noised prior: its result is no longer the prior
-    ctx = ShotContext(seed=0, prompt="a blue evening", instances=(), size=luma.shape)
-    (prompted,) = list(engine.shot(ctx, [FrameInput(0, luma, np.zeros((0, 48, 64), bool))]))
-    assert np.isfinite(prompted).all() and not np.allclose(prompted, ab, atol=1.0)
+
+    # logits that ignore the picture (last layer's weights zeroed): bias / T = (0, 2, 0) everywhere
+    with torch.no_grad():
+        prior.out[-1].weight.zero_()
+    p = np.exp([0.0, 2.0, 0.0]) / np.exp([0.0, 2.0, 0.0]).sum()
+    const = p @ np.array(bins)
+    ab = run(None)
+    assert np.abs(ab - const).max() < 1e-3, (ab.reshape(-1, 2)[0], const)
+    assert unet_calls == []
+
+    # a global prompt gets the last round(0.3 * 10) = 3 steps, with guidance (batch of 2), from the prior
+    # noised with the shot's centred z_T to the level of step 7
+    prompted = run("a blue evening")
+    sched = DDIMScheduler.from_config(tiny.scheduler_config(opts))
+    sched.set_timesteps(10)
+    assert [c[0] for c in unet_calls] == [int(x) for x in sched.timesteps[7:]]
+    assert all(c[1].shape[0] == 2 for c in unet_calls)
+    z_T = torch.randn((1, 2, 24, 32), generator=torch.Generator().manual_seed(0))
+    z_T = z_T - z_T.mean(dim=(-2, -1), keepdim=True)
+    a = float(sched.alphas_cumprod[sched.timesteps[7]])
+    x0 = torch.from_numpy(const).float().view(1, 2, 1, 1) / opts["ab_scale"]
+    first = unet_calls[0][1][:1, :2]  # the latent channels (the gray is concatenated after them)
+    assert (first - (a ** 0.5 * x0 + (1 - a) ** 0.5 * z_T)).abs().max() < 1e-5
+    assert np.isfinite(prompted).all() and np.abs(prompted - const).mean() > 1.0
 
 
 def test_rebalancing_weights_by_hand() -> None:

@@ -189,14 +189,67 @@ def _with_prompt_flag(texts):
 
 
 def test_crops_batch_and_frame_without_instances() -> None:
-    eng = _engine(alpha=0.5, crop=True)
-    ctx, frames = _shot(n=2)
-    empty = [FrameInput(0, frames[0].luma, np.zeros((2, 32, 32), bool))]
+    """Instances denoised on boxes smaller than the frame: the boxes are where the masks say, the
+    model sees them batched at box size, and batched equals one by one; a frame in which none of
+    the shot's instances is present comes out as the same shot without instances."""
+    from restorer.models.mtcolor.model import Conditions
+    from restorer.models.mtcolor.sampler import crop_boxes
+
+    eng = MTColorEngine(tiny_model(), TinySpace(grid=16, multiple=2), FakeText(), SCHED,
+                        sampling_options({"steps": 2, "alpha": 0.5, "crop": True, "guidance": 3.0}, 2), "cpu",
+                        torch.float32)
+    ctx = ShotContext(seed=7, prompt="old street", instances=(InstanceText("a", "a red car"),
+                                                               InstanceText("b", "a blue coat")))
+    luma = np.random.default_rng(0).random((64, 64), dtype=np.float32)
+    masks = np.zeros((2, 64, 64), bool)  # 4 px per latent cell: cells 2..4 and rows 10..12 x cols 9..11
+    masks[0, 8:20, 8:20] = True
+    masks[1, 40:52, 36:48] = True
+    cover, small, present = eng._masks(masks, (16, 16))
+    # span 3 cells + 2 margin each side = 7, rounded up to the U-Net's multiple: 8x8 boxes, centred
+    # on the span and kept inside the 16x16 frame
+    assert crop_boxes(cover, 2, 2) == [(0, 0, 8, 8), (7, 6, 8, 8)]
+
+    shapes = []
+    hook = eng.model.unet.register_forward_pre_hook(lambda m, args: shapes.append(tuple(args[0].shape)))
     with torch.no_grad():
-        out = list(eng.shot(ctx, frames[:1] + empty))
-        none = list(eng.shot(ShotContext(seed=1, prompt=None, instances=()),
-                             [FrameInput(0, frames[0].luma, np.zeros((0, 32, 32), bool))]))
-    assert all(o.shape == (8, 8, 2) and np.isfinite(o).all() for o in out + none)
+        out = list(eng.shot(ctx, [FrameInput(0, luma, masks), FrameInput(1, luma, np.zeros_like(masks))]))
+    hook.remove()
+    # frame 0: step 1 global (cond + uncond), step 1 both instances on their boxes, step 2 global;
+    # frame 1 has no instance present: two global steps
+    assert shapes == [(2, 3, 16, 16), (4, 3, 8, 8), (2, 3, 16, 16), (2, 3, 16, 16), (2, 3, 16, 16)]
+    assert len(out) == 2
+    for o in out:
+        assert o.shape == (16, 16, 2) and o.dtype == np.float32 and np.isfinite(o).all()
+
+    # batched crops == each instance alone on its own (same) box
+    texts = eng.embed(ctx)
+    gray, control = eng.space.prepare(torch.from_numpy(luma)[None, None], (16, 16))
+    enc = eng.model.adapter.encoder
+    tokens = enc(texts.instances[None], small[None], present[None])
+    nulls = enc(texts.instances[None], small[None], torch.zeros_like(present)[None])
+    cond = Conditions(texts.prompt, cover[None], tokens, control, gray)
+    uncond = Conditions(texts.empty, cover[None], nulls, control, gray)
+    z_T = eng.initial_noise((16, 16), 7)
+    schedule = Schedule.ddim(SCHED, 2)
+    with torch.no_grad():
+        batched = run_instances(eng._instance_eps(cond, uncond, cover, [0, 1]), z_T, cover, schedule, range(1),
+                                eng.opts, 7, [0, 1])
+        for i in range(2):
+            single = run_instances(eng._instance_eps(cond, uncond, cover, [i]), z_T, cover[i:i + 1], schedule,
+                                   range(1), eng.opts, 7, [i])
+            assert (batched[i] - single[0]).abs().max() < 1e-5
+            y, x, h, w = crop_boxes(cover, 2, 2)[i]
+            outside = torch.ones(16, 16, dtype=torch.bool)
+            outside[y:y + h, x:x + w] = False
+            assert torch.equal(batched[i][:, outside], z_T[0][:, outside])  # outside its box: untouched
+            assert (batched[i][:, ~outside] - z_T[0][:, ~outside]).abs().max() > 1e-2
+
+    # no instance present == no instance in the shot (a*b* units; float rounding of 3 tokens vs 1)
+    with torch.no_grad():
+        (alone,) = list(eng.shot(ShotContext(seed=7, prompt="old street", instances=()),
+                                 [FrameInput(0, luma, np.zeros((0, 64, 64), bool))]))
+    assert np.abs(out[1] - alone).max() < 5e-3
+    assert np.abs(out[0] - alone).max() > 1.0  # while the instances' texts do change frame 0
 
 
 @pytest.mark.parametrize("tile", [True, False])
