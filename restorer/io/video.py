@@ -22,7 +22,25 @@ Damaged input never raises out of the iterator: frames that do not decode are
 skipped and recorded in ``LumaReader.damaged`` (a list of :class:`Damage`, with
 frame-index ranges and timecodes), holes in an AVI's timeline found by ``probe``
 are in ``VideoInfo.holes`` and are copied into ``damaged`` too. Iteration always
-ends: the reader only moves forward through a finite file.
+ends: the reader only moves forward through a finite file. Damage is:
+
+* frames that do not decode (the decoder raised on their packets): "did not decode";
+* frames the decoder outputs but flags as corrupt (``frame.is_corrupt``, FFmpeg's
+  ``AV_FRAME_FLAG_CORRUPT``: it concealed errors in them): "decoded with errors";
+* a stray frame: unlike both of its neighbours while they match each other (mean
+  absolute difference of 8x8-block thumbnails, on the 8-bit scale, above
+  ``GLITCH_MIN`` and ``GLITCH_RATIO`` times the neighbours' own difference plus 1).
+  Such frames decode cleanly (Megamind_bugy.avi's damage was encoded into the
+  picture: a white block, a mirrored frame, a black band), so only the picture
+  tells; a one-frame flash of light reads the same and is reported too;
+* a cut tail (``probe``): the container declares a longer video than the file's
+  packets reach (the stream's duration, Matroska's DURATION tag, else the file's
+  duration against where every stream's packets end). The missing frames are
+  estimated from the mean frame interval of the frames present, and recorded as
+  the range ``frame_count .. frame_count + missing - 1`` (indices past the last
+  frame: they are not in the file); the reader whose range ends at the last frame
+  carries it;
+* AVI timeline holes and index/packet count mismatches (``probe``).
 
 Writing
 -------
@@ -153,7 +171,8 @@ class VideoInfo:
     duration_s: float
     codec: str = ""
     holes: tuple[Damage, ...] = field(default=())
-    is_color: bool = False  # the first frame carries chroma (which restorer replaces)
+    is_color: bool = False  # most sampled frames are in colour (which restorer replaces)
+    chroma: float = 0.0  # mean |Pb, Pr| of the sampled frames, 8-bit code values (x 255)
 
     @property
     def is_yuv(self) -> bool:
@@ -199,8 +218,12 @@ class VideoInfo:
 
     def timecode(self, index: int) -> str:
         """Frame ``index``'s time as "HH:MM:SS.mmm" from the film's start."""
-        ms = round(self.time(index) * 1000)
-        return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
+        return _hms(self.time(index))
+
+
+def _hms(seconds: Fraction | float) -> str:
+    ms = round(Fraction(seconds) * 1000)
+    return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
 
 
 @dataclass
@@ -214,7 +237,8 @@ class DecodedFrame:
 
 
 def probe(path: str | Path) -> VideoInfo:
-    """Read a film's video properties and every frame's pts (demux only).
+    """Read a film's video properties and every frame's pts (demux only, plus a few sampled
+    frames: the first for pix_fmt, tags and rotation, and some spread over the film for colour).
 
     Raises:
         InputError: missing file, not a readable video, no video stream, no frame.
@@ -222,26 +246,94 @@ def probe(path: str | Path) -> VideoInfo:
     path = Path(path)
     with _open_input(path) as container:
         stream = _video_stream(container, path)
-        pts, demux_error = _demux_pts(container, stream)
+        pts, keyframes, demux_error, packet_ends = _demux_pts(container, stream)
         declared = stream.frames
         fmt_name = container.format.name
         counts = _stream_counts(container)
         meta = _stream_meta(stream)
+        ends = _declared_ends(container, stream, *packet_ends)
     if not pts:
         raise InputError("holds no video frames (truncated or empty)", path=path,
                          hint="re-copy or re-export the file")
-    first = _first_frame(path)
+    first, samples = _sample_frames(path, keyframes)
     info = _build_info(path, meta, first, pts, counts)
-    holes = _find_holes(info, fmt_name, declared, demux_error)
-    return VideoInfo(**{**info.__dict__, "holes": tuple(holes), "is_color": _has_chroma(first)})
+    holes = _find_holes(info, fmt_name, declared, demux_error, ends)
+    is_color, chroma = _colour_of(samples)
+    return VideoInfo(**{**info.__dict__, "holes": tuple(holes), "is_color": is_color, "chroma": chroma})
 
 
-def _has_chroma(frame: av.VideoFrame) -> bool:
-    """More than a trace of colour in the frame (a gray film stored as colour is not)."""
+COLOUR_SAMPLES = 5  # frames spread over the film (besides the first) that decide whether it is in colour
+
+
+def _colour_of(frames: list[av.VideoFrame]) -> tuple[bool, float]:
+    """(in colour, mean chroma): colour when most of the sampled frames carry more than a trace
+    of colour (:func:`_has_chroma`), so a black opening frame does not decide it. Mean chroma:
+    mean |Pb, Pr| over the frames, in 8-bit code values (a gray film stored as colour: ~0).
+
+    Not the photos' rule (:func:`restorer.io.images._chroma_kind`): it calls a frame whose colours
+    share one hue "toned", and Megamind.avi's candle-lit colour frames are 4 of 6 samples so.
+    """
+    if not frames:
+        return False, 0.0
+    votes, sizes = [], []
+    for frame in frames:
+        small = _small_rgb(frame)
+        votes.append(_has_chroma(small))
+        rgb = small.astype(np.float32) / np.float32(255)
+        y = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+        sizes.append(float(np.hypot((rgb[..., 2] - y) / 1.772, (rgb[..., 0] - y) / 1.402).mean()))
+    return 2 * sum(votes) > len(votes), round(255 * float(np.mean(sizes)), 1)
+
+
+def _small_rgb(frame: av.VideoFrame) -> np.ndarray:
     small = frame.reformat(width=min(frame.width, 160), height=min(frame.height, 120), format="rgb24")
-    rgb = small.to_ndarray().astype(np.int16)
+    return small.to_ndarray()
+
+
+def _has_chroma(small_rgb: np.ndarray) -> bool:
+    """More than a trace of colour in the (:func:`_small_rgb`) frame (a gray film stored as colour is not)."""
+    rgb = small_rgb.astype(np.int16)
     spread = rgb.max(axis=2) - rgb.min(axis=2)
     return bool(np.percentile(spread, 95) > 12)
+
+
+def _sample_frames(path: Path, keyframes: list[int], count: int = COLOUR_SAMPLES,
+                   opening: int = 24) -> tuple[av.VideoFrame, list[av.VideoFrame]]:
+    """The first frame that decodes (the authority on pix_fmt, tags and rotation), and it with
+    up to ``count`` more spread over the film: the first frame at each of ``count`` evenly spaced
+    keyframes (a seek lands on a keyframe, and it decodes at once: a few frames each, whatever the
+    film's length). A film with fewer keyframes than that also gives every 4th of its first
+    ``opening`` frames. A seek that fails ends the sampling."""
+    with av.open(str(path)) as container:
+        stream = _video_stream(container, path)
+        decoded = _decode(container, stream, max_packets=opening)
+        try:
+            first = next(decoded, None)
+            if first is None:
+                raise InputError("has a video stream but no frame decodes", path=path,
+                                 hint="the file is damaged beyond use; re-copy or re-export it")
+            samples = [first]
+            later = [k for k in keyframes if first.pts is None or k > first.pts]
+            spots = [later[(2 * k + 1) * len(later) // (2 * count)] for k in range(count)] \
+                if len(later) >= count else later
+            if len(later) < count:
+                samples += [frame for k, frame in enumerate(decoded, 1) if k % 4 == 0]
+        finally:
+            decoded.close()
+        seen = {f.pts for f in samples}
+        for target in spots:
+            try:
+                container.seek(target, stream=stream, backward=True, any_frame=False)
+            except av.error.FFmpegError as err:
+                logger.debug("%s: cannot seek to sample its colour: %s", path, _reason(err))
+                break
+            decoded = _decode(container, stream, max_packets=16)
+            frame = next(decoded, None)
+            decoded.close()
+            if frame is not None and frame.pts not in seen:
+                samples.append(frame)
+                seen.add(frame.pts)
+    return first, samples
 
 
 def _open_input(path: Path) -> av.container.InputContainer:
@@ -269,20 +361,80 @@ def _video_stream(container: av.container.InputContainer, path: Path) -> av.vide
     return videos[0]
 
 
-def _demux_pts(container, stream) -> tuple[list[int], str | None]:
-    """Every video packet's pts (dts when missing), sorted into display order."""
+def _demux_pts(container, stream) -> tuple[list[int], list[int], str | None,
+                                          tuple[Fraction | None, Fraction | None]]:
+    """Every video packet's pts (dts when missing), sorted into display order; the keyframes'
+    among them; the error that stopped the demuxer, if one did; where the video packets and
+    the other streams' packets end (pts + duration, seconds; None without any)."""
     pts: list[int] = []
+    keyframes: list[int] = []
+    ends: list[Fraction | None] = [None, None]  # video, others
+    error = None
     try:
-        for packet in container.demux(stream):
+        for packet in container.demux():
+            end = _packet_end(packet)
+            which = 0 if packet.stream.index == stream.index else 1
+            if end is not None and (ends[which] is None or end > ends[which]):
+                ends[which] = end
+            if which:
+                continue
             if packet.size == 0 and packet.pts is None:
                 continue
             ts = packet.pts if packet.pts is not None else packet.dts
             if ts is not None:
                 pts.append(ts)
+                if packet.is_keyframe:
+                    keyframes.append(ts)
     except av.error.FFmpegError as err:
         logger.warning("%s: demuxing stopped after %d packets: %s", container.name, len(pts), _reason(err))
-        return sorted(set(pts)), _reason(err)
-    return sorted(set(pts)), None
+        error = _reason(err)
+    return sorted(set(pts)), sorted(set(keyframes)), error, (ends[0], ends[1])
+
+
+def _packet_end(packet: av.Packet) -> Fraction | None:
+    ts = packet.pts if packet.pts is not None else packet.dts
+    if ts is None or packet.time_base is None or packet.size == 0:
+        return None
+    return (ts + (packet.duration or 0)) * Fraction(packet.time_base)
+
+
+@dataclass(frozen=True)
+class _DeclaredEnd:
+    """Where the container says the video ends (seconds, absolute), and who says so."""
+
+    seconds: Fraction
+    source: str  # "stream": the video stream's own duration; "file": the whole file's
+    others_end: Fraction | None = None  # for "file": where the other streams' packets end
+    video_end: Fraction | None = None  # where the video packets end (the last one's pts + duration)
+
+
+def _declared_ends(container, stream, video_end: Fraction | None,
+                   others_end: Fraction | None) -> _DeclaredEnd | None:
+    """The video's declared end: its stream duration (from its start time), else Matroska's
+    per-stream DURATION tag, else the file's duration (the longest stream's)."""
+    tb = Fraction(stream.time_base) if stream.time_base else None
+    start = Fraction(stream.start_time) * tb if tb is not None and stream.start_time is not None else None
+    if tb is not None and stream.duration and stream.duration > 0:
+        return _DeclaredEnd((start or 0) + stream.duration * tb, "stream", video_end=video_end)
+    tag = _parse_duration_tag(stream.metadata.get("DURATION") or stream.metadata.get("duration"))
+    if tag is not None:
+        return _DeclaredEnd((start or 0) + tag, "stream", video_end=video_end)
+    if container.duration and container.duration > 0:
+        begin = Fraction(container.start_time or 0, av.time_base)
+        return _DeclaredEnd(begin + Fraction(container.duration, av.time_base), "file", others_end, video_end)
+    return None
+
+
+def _parse_duration_tag(text: str | None) -> Fraction | None:
+    """"HH:MM:SS.fffffffff" (Matroska's DURATION tag) in seconds; None when absent or malformed."""
+    if not text:
+        return None
+    try:
+        hours, minutes, seconds = text.strip().split(":")
+        value = int(hours) * 3600 + int(minutes) * 60 + Fraction(seconds)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return value if value > 0 else None
 
 
 def _stream_counts(container) -> tuple[int, int]:
@@ -299,16 +451,6 @@ def _stream_meta(stream) -> dict:
         "tags": (cc.color_primaries, cc.color_trc, cc.colorspace, cc.color_range),
         "rotate_meta": (-int(float(rotate))) % 360 if rotate else 0,
     }
-
-
-def _first_frame(path: Path) -> av.VideoFrame:
-    """The first frame that decodes; the authority on pix_fmt, tags and rotation."""
-    with av.open(str(path)) as container:
-        stream = _video_stream(container, path)
-        for frame in _decode(container, stream):
-            return frame
-    raise InputError("has a video stream but no frame decodes", path=path,
-                     hint="the file is damaged beyond use; re-copy or re-export it")
 
 
 def _build_info(path: Path, meta: dict, frame: av.VideoFrame, pts: list[int],
@@ -335,7 +477,8 @@ def _tag(frame_value: int, stream_value: int) -> int:
     return int(stream_value) if stream_value not in (None, 0) else UNSPECIFIED
 
 
-def _find_holes(info: VideoInfo, fmt_name: str, declared: int, demux_error: str | None) -> list[Damage]:
+def _find_holes(info: VideoInfo, fmt_name: str, declared: int, demux_error: str | None,
+                ends: _DeclaredEnd | None = None) -> list[Damage]:
     """Frames missing from the file: AVI timeline gaps (pts counts frames there) and a cut tail."""
     holes: list[Damage] = []
     if "avi" in fmt_name.split(","):
@@ -343,12 +486,58 @@ def _find_holes(info: VideoInfo, fmt_name: str, declared: int, demux_error: str 
             gap = info.pts[i] - info.pts[i - 1] - 1
             if gap > 0:
                 holes.append(_damage(info, i, i, f"{gap} frames missing from the file before this one"))
+    tail = _cut_tail(info, ends, demux_error)
+    if tail is not None:
+        holes.append(tail)
+        return holes
     missing_tail = declared - info.frame_count if declared and not holes else 0
     if demux_error or missing_tail > 0:
         why = demux_error or f"the file declares {declared} frames but holds {info.frame_count}"
         last = info.frame_count - 1
         holes.append(_damage(info, last, last, f"file ends early after this frame ({why})"))
     return holes
+
+
+def _cut_tail(info: VideoInfo, ends: _DeclaredEnd | None, demux_error: str | None) -> Damage | None:
+    """The frames a cut-short file lacks: the container's duration reaches further than its packets.
+
+    The frame interval is the mean of the frames present (a film with dropped frames keeps its
+    own rate). Allowed slack past the last frame's start: the longest interval seen plus one more
+    (the last frame's own duration, and ~1 frame of rounding), so a variable-rate film whose last
+    frame is long is not cut, nor one whose last packet says it lasts until the declared end (a
+    still held at the end). Against the file's duration (no stream duration), the furthest
+    packet of any stream counts: a sound track longer than the picture is not a cut.
+    """
+    if ends is None:
+        return None
+    n, tb = info.frame_count, info.time_base
+    rate_step = 1 / info.frame_rate if info.frame_rate else None
+    if n >= 2:
+        step = (info.pts[-1] - info.pts[0]) * tb / (n - 1)
+        longest = max(b - a for a, b in zip(info.pts, info.pts[1:], strict=False)) * tb
+    elif rate_step is not None:
+        step = longest = rate_step
+    else:
+        return None
+    if step <= 0:
+        return None
+    last_start = info.pts[-1] * tb
+    reached = last_start
+    if ends.video_end is not None:
+        reached = max(reached, ends.video_end - step)
+    if ends.source == "file" and ends.others_end is not None:
+        reached = max(reached, ends.others_end - step)
+    if ends.seconds - reached <= longest + step:
+        return None
+    missing = max(1, round((ends.seconds - last_start) / step) - 1)
+    begin = info.time(n - 1) + step
+    length = float(ends.seconds - info.pts[0] * tb)
+    said = "for the video" if ends.source == "stream" else "for the file"
+    reason = (f"truncated: {n} of ~{n + missing} frames decode (the container says {length:.1f} s {said}, "
+              f"the frames end at {float(begin):.1f} s)")
+    if demux_error:
+        reason += f"; reading stopped: {demux_error}"
+    return Damage(n, n + missing - 1, _hms(begin), _hms(begin + (missing - 1) * step), reason)
 
 
 def _damage(info: VideoInfo, first: int, last: int, reason: str) -> Damage:
@@ -358,10 +547,12 @@ def _damage(info: VideoInfo, first: int, last: int, reason: str) -> Damage:
 # --------------------------------------------------------------------------- decoding
 
 
-def _decode(container, stream) -> Iterator[av.VideoFrame]:
-    """Decoded frames; a packet that fails to decode is logged and skipped, never raised."""
+def _decode(container, stream, *, max_packets: int | None = None) -> Iterator[av.VideoFrame]:
+    """Decoded frames; a packet that fails to decode is logged and skipped, never raised. Stops
+    after ``max_packets`` packets when given."""
     packets = container.demux(stream)
-    while True:
+    read = 0
+    while max_packets is None or read < max_packets:
         try:
             packet = next(packets)
         except StopIteration:
@@ -369,32 +560,52 @@ def _decode(container, stream) -> Iterator[av.VideoFrame]:
         except av.error.FFmpegError as err:  # the demuxer cannot go on: end here
             logger.warning("%s: reading stopped: %s", container.name, _reason(err))
             return
+        read += 1
         try:
             yield from stream.decode(packet if packet.size or packet.pts is not None else None)
         except av.error.FFmpegError as err:
             logger.debug("%s: packet pts=%s does not decode: %s", container.name, packet.pts, _reason(err))
 
 
+GLITCH_MIN = 3.0  # mean |difference| (8-bit scale) a stray frame has from each neighbour, at least ...
+GLITCH_RATIO = 1.5  # ... and this many times the neighbours' own difference (+1)
+
+
 class LumaReader:
     """Iterate the Y' planes of frames ``start..end`` (inclusive) in display order.
 
-    Frames that do not decode are skipped and recorded in ``damaged``; the iterator
-    never raises on damaged data and always ends.
+    Frames that do not decode are skipped and recorded in ``damaged``, as are frames the decoder
+    flags corrupt and stray frames (see the module's notes); the iterator never raises on damaged
+    data and always ends.
+
+    A stray frame is judged against the frames on both sides, so the first frame of the range
+    needs frame ``start - 1``: the reader has it when its seek lands before ``start``, else pass
+    ``previous``, the ``edge`` of the reader of the range before (``(index, thumbnail)``). The
+    last frame's next one is decoded anyway (it ends the range).
     """
 
     def __init__(self, path: str | Path, info: VideoInfo | None = None, start: int = 0,
-                 end: int | None = None, *, threads: int = 2):
+                 end: int | None = None, *, threads: int = 2,
+                 previous: tuple[int, np.ndarray] | None = None):
         self.path = Path(path)
         self.info = info or probe(self.path)
         last = self.info.frame_count - 1
         self.start = max(0, start)
         self.end = last if end is None else min(end, last)
         self.threads = threads
+        self.previous = previous
         self.damaged: list[Damage] = []
+        self.edge: tuple[int, np.ndarray] | None = None  # the range's last frame: ``previous`` of the next
         self._avi = False
 
     def __iter__(self) -> Iterator[DecodedFrame]:
-        self.damaged = [h for h in self.info.holes if self.start <= h.first <= self.end]
+        info = self.info
+        self.damaged = [h for h in info.holes if self.start <= h.first <= self.end
+                        or (h.first >= info.frame_count and self.end == info.frame_count - 1)]
+        corrupt: list[int] = []
+        strays = _StrayFrames(self.start, self.end)
+        if self.previous is not None:
+            strays.push(*self.previous)
         with _open_input(self.path) as container:
             self._avi = "avi" in container.format.name.split(",")
             stream = _video_stream(container, self.path)
@@ -402,21 +613,46 @@ class LumaReader:
             frames = self._frames_from(container, stream)
             expected = self.start
             for index, frame in frames:
-                if index > self.end:
-                    break
+                if index < self.start or index > self.end:  # the neighbours, for the stray-frame check
+                    strays.push(index, _thumbnail(frame_luma(frame, info), info.bit_depth))
+                    if index > self.end:
+                        break
+                    continue
                 self._missing(expected, index - 1)
                 expected = index + 1
-                yield DecodedFrame(index, self.info.pts[index], frame_luma(frame, self.info))
+                if frame.is_corrupt:
+                    corrupt.append(index)
+                luma = frame_luma(frame, info)
+                self.edge = (index, _thumbnail(luma, info.bit_depth))
+                strays.push(*self.edge)
+                yield DecodedFrame(index, info.pts[index], luma)
             self._missing(expected, self.end)
+        self.damaged += self._ranges(corrupt, "decoded with errors (the decoder flags the frame corrupt: "
+                                              "it concealed what it could not read)")
+        self.damaged += self._ranges([i for i in strays.found if i not in corrupt],
+                                     "unlike the frames on both sides, which match each other: "
+                                     "a damaged or stray frame (or a one-frame flash)")
         self.damaged.sort(key=lambda d: d.first)
 
+    def _ranges(self, indices: list[int], reason: str) -> list[Damage]:
+        out: list[Damage] = []
+        for index in sorted(indices):
+            if out and out[-1].last == index - 1:
+                out[-1] = _damage(self.info, out[-1].first, index, reason)
+            else:
+                out.append(_damage(self.info, index, index, reason))
+        return out
+
     def _frames_from(self, container, stream) -> Iterator[tuple[int, av.VideoFrame]]:
-        """(index, frame) pairs with index >= start, increasing; seeks when start > 0."""
+        """(index, frame) pairs with index >= start, increasing, after frame ``start - 1`` when the
+        seek's pre-roll decodes it; seeks when start > 0."""
         seeked = self.start > 0 and self._seek(container, stream)
         last = -1
         for frame in _decode(container, stream):
             index = self._index_of(frame, last)
             if index is None or index < self.start:
+                if index is not None and index == self.start - 1:
+                    yield index, frame
                 continue
             if seeked and last < 0 and index > self.start:  # seek overshot: decode from the top
                 logger.info("%s: seek landed after frame %d; decoding from the start", self.path, self.start)
@@ -430,8 +666,9 @@ class LumaReader:
         last = -1
         for frame in _decode(container, stream):
             index = self._index_of(frame, last)
-            if index is not None and index >= self.start:
-                last = index
+            if index is not None and index >= self.start - 1:
+                if index >= self.start:
+                    last = index
                 yield index, frame
 
     def _seek(self, container, stream) -> bool:
@@ -459,6 +696,40 @@ class LumaReader:
     def _missing(self, first: int, last: int) -> None:
         if first <= last:
             self.damaged.append(_damage(self.info, first, last, "did not decode"))
+
+
+def _thumbnail(luma: np.ndarray, bit_depth: int) -> np.ndarray:
+    """8x8-block means of Y' (area resampling) on the 8-bit scale, less their mean (a frame brighter
+    or darker as a whole, flicker or a fade, is not a stray frame)."""
+    import cv2
+
+    h, w = luma.shape
+    b = max(1, min(8, h // 4, w // 4))
+    blocks = cv2.resize(luma, (max(1, w // b), max(1, h // b)), interpolation=cv2.INTER_AREA).astype(np.float32)
+    blocks *= np.float32(255 / ((1 << max(bit_depth, 8)) - 1))
+    return blocks - blocks.mean()
+
+
+class _StrayFrames:
+    """Frames unlike both neighbours while the neighbours agree, among ``first..last``."""
+
+    def __init__(self, first: int, last: int):
+        self.first, self.last = first, last
+        self.window: list[tuple[int, np.ndarray]] = []
+        self.found: list[int] = []
+
+    def push(self, index: int, thumb: np.ndarray) -> None:
+        if self.window and self.window[-1][0] == index:
+            self.window[-1] = (index, thumb)
+            return
+        self.window = [*self.window[-2:], (index, thumb)]
+        if len(self.window) < 3:
+            return
+        (i0, a), (i1, b), (i2, c) = self.window
+        if i0 + 1 == i1 == i2 - 1 and self.first <= i1 <= self.last and a.shape == b.shape == c.shape:
+            near = min(float(np.abs(b - a).mean()), float(np.abs(b - c).mean()))
+            if near > GLITCH_MIN and near > GLITCH_RATIO * (float(np.abs(c - a).mean()) + 1):
+                self.found.append(i1)
 
 
 def _is_yuv(pix_fmt: str) -> bool:

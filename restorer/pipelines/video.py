@@ -122,7 +122,8 @@ class VideoColorizationPipeline:
         clock = Stopwatch()
         result = VideoResult(output=output, frames=info.frame_count)
         if info.is_color:
-            msg = f"{film}: colour film; its chroma is discarded and the picture recolorized from its luma"
+            msg = (f"{film}: looks like a colour film (mean chroma {info.chroma:g}); restorer keeps its luma "
+                   "and replaces its colours")
             log.warning(msg)
             result.warnings.append(msg)
         fingerprint = {"input": input_fingerprint(film), "settings": self.opts.result_settings(),
@@ -161,14 +162,14 @@ class VideoColorizationPipeline:
 
     def _run_segments(self, film, info, job, segments, result, bar) -> list[Path]:
         task = bar.add_task("", total=info.frame_count) if bar is not None else None
-        files, tracks = [], {}
+        files, tracks, edge = [], {}, {}  # edge: the last decoded frame's thumbnail, for the next reader
         for seg in segments:
             if bar is not None:
                 bar.update(task, description=f"{film.name} shot {seg.shot.index + 1}")
             record = job.unit_done(seg.name)
             tick = (lambda: bar.advance(task, 1)) if bar is not None else (lambda: None)
             if record is None:
-                record = self._encode_segment(film, info, job, seg, tracks, tick)
+                record = self._encode_segment(film, info, job, seg, tracks, tick, edge)
                 result.frames_processed += record["frames"]
             else:
                 result.frames_reused += record["frames"]
@@ -181,13 +182,15 @@ class VideoColorizationPipeline:
                 bar.update(task, completed=seg.end + 1)
         return files
 
-    def _encode_segment(self, film, info, job, seg: Segment, tracks: dict, tick) -> dict:
+    def _encode_segment(self, film, info, job, seg: Segment, tracks: dict, tick, edge: dict) -> dict:
         from restorer.io.video import LumaReader, SegmentWriter, segment_suffix
 
         masks = tracks.get(seg.shot.index)
         if masks is None:
             masks = tracks.setdefault(seg.shot.index, self.tracker_factory(film, info, seg.shot, job))
-        reader = LumaReader(film, info, start=seg.start, end=seg.end)
+        # the previous segment's last frame: a stray first frame is judged against it (a damaged frame
+        # is often taken for a cut, so it starts a shot)
+        reader = LumaReader(film, info, start=seg.start, end=seg.end, previous=edge.get(seg.start - 1))
         final = job.path(f"{seg.name}{segment_suffix(self.opts.codec)}")
         frames = 0
         with SegmentWriter(final, info, codec=self.opts.codec, bit_depth=self.opts.bit_depth) as writer:
@@ -197,6 +200,9 @@ class VideoColorizationPipeline:
                 tick()
             if frames == 0:
                 writer.abort()
+        edge.clear()
+        if reader.edge is not None:
+            edge[reader.edge[0]] = reader.edge
         record = {"frames": frames, "damaged": [_damage_record(d) for d in reader.damaged],
                   "file": final.relative_to(job.folder).as_posix()}
         job.finish_unit(seg.name, record)
@@ -239,11 +245,13 @@ def _damage_record(d) -> dict[str, Any]:
 
 
 def damage_summary(damaged: list[dict[str, Any]], limit: int = 5) -> str:
-    """'2 damaged range(s) at frames 1 (00:00:00.733), 5-9 (00:00:01.200)': the first ``limit``, then a count."""
+    """'2 damaged range(s) at frames 1 (00:00:00.733), 5-9 (00:00:01.200); the first: <its reason>': the
+    first ``limit``, then a count, then the first range's reason (what kind of damage this is)."""
     shown = [(f"{d['first']}" if d["first"] == d["last"] else f"{d['first']}-{d['last']}") + f" ({d['start']})"
              for d in damaged[:limit]]
     more = f" and {len(damaged) - limit} more" if len(damaged) > limit else ""
-    return f"{len(damaged)} damaged range(s) at frames " + ", ".join(shown) + more
+    why = f"; the first: {damaged[0]['reason']}" if damaged and damaged[0].get("reason") else ""
+    return f"{len(damaged)} damaged range(s) at frames " + ", ".join(shown) + more + why
 
 
 def _strict_error(film: Path, damaged: list[dict[str, Any]]) -> DamagedInputError:

@@ -369,7 +369,8 @@ def test_megamind_packed_bframes_in_display_order():
     assert (info.width, info.height) == (720, 528)
     assert [f.index for f in frames] == list(range(info.frame_count)) and len(frames) == 270
     assert [f.pts for f in frames] == sorted(f.pts for f in frames)
-    assert reader.damaged == []
+    # every frame decodes cleanly (no decoder flags, no errors); its damage is in the picture
+    assert reader.damaged and all("both sides" in d.reason for d in reader.damaged)
 
 
 def test_frame_at_follows_the_pts_of_a_variable_frame_rate_film(tmp_path):
@@ -406,3 +407,264 @@ def test_full_range_8_bit_source_to_10_bit_is_a_bit_shift(tmp_path):
     for a, b in zip(src_luma, out_luma, strict=True):
         assert np.array_equal(b, a.astype(np.uint16) << 2)
     assert int(out_luma[0].max()) == 1020 and int(out_luma[0].min()) == 0
+
+
+# ------------------------------------------------------------------------- cut tails, corrupt and stray frames
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "video"
+if not SHARED.is_dir():
+    SHARED = Path("/work/shared/data/video")
+
+
+def half_copy(src: Path, dst: Path) -> Path:
+    """The first half of the file's bytes, as an interrupted copy leaves it."""
+    dst.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+    return dst
+
+
+def tree_as_mkv(dst: Path) -> Path:
+    """tree.avi's 68 frames re-encoded (h264) into Matroska with their own times (29.6 s)."""
+    with av.open(str(DATA / "tree.avi")) as src, av.open(str(dst), "w", format="matroska") as out:
+        s = src.streams.video[0]
+        o = out.add_stream("libx264", rate=s.average_rate)
+        o.width, o.height, o.pix_fmt, o.time_base = s.width, s.height, "yuv420p", s.time_base
+        o.codec_context.options = {"preset": "ultrafast"}
+        for frame in src.decode(s):
+            yuv = frame.reformat(format="yuv420p")
+            yuv.pts, yuv.time_base = frame.pts, s.time_base
+            out.mux(o.encode(yuv))
+        out.mux(o.encode(None))
+    return dst
+
+
+def _tail(info: V.VideoInfo) -> V.Damage:
+    tails = [h for h in info.holes if h.first >= info.frame_count]
+    assert len(tails) == 1, info.holes
+    return tails[0]
+
+
+def test_half_copied_mkv_reports_its_cut_tail(tmp_path):
+    """The issue's film: a half-copied .mkv whose container says 29.6 s while 35 of its 68 frames are there."""
+    whole = V.probe(tree_as_mkv(tmp_path / "tree.mkv"))
+    assert whole.frame_count == 68 and whole.holes == ()
+    info = V.probe(half_copy(tmp_path / "tree.mkv", tmp_path / "half.mkv"))
+    tail = _tail(info)
+    assert 30 <= info.frame_count <= 40 and tail.first == info.frame_count
+    expected = tail.last + 1
+    assert abs(expected - 68) <= 5, tail  # from the mean interval of the frames present
+    assert tail.reason.startswith(f"truncated: {info.frame_count} of ~{expected} frames decode")
+    assert "29.6 s" in tail.reason and tail.start < tail.end <= "00:00:29.600"
+    # the reader of the range that ends at the last frame carries it; an earlier range does not
+    assert tail in _read_all_within(tmp_path / "half.mkv", 30)[2].damaged
+    early = V.LumaReader(tmp_path / "half.mkv", info, 0, 9)
+    assert len(list(early)) == 10 and early.damaged == []
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_half_copied_clip_with_sound(tmp_path, suffix):
+    src = make_clip(tmp_path / f"src{suffix}", frames=50, size=(64, 48), audio_streams=1)
+    assert V.probe(src).holes == ()
+    if suffix == ".mp4":  # the index (moov) is at the end: half a file cannot be read at all
+        assert "truncated" in _message(half_copy(src, tmp_path / f"half{suffix}"))
+        return
+    info = V.probe(half_copy(src, tmp_path / f"half{suffix}"))
+    tail = _tail(info)
+    assert info.frame_count < 50 and abs(tail.last + 1 - 50) <= 2 and "truncated" in tail.reason
+
+
+@pytest.mark.parametrize("spec", [dict(suffix=".mkv", vfr=True, codec="ffv1"), dict(suffix=".mp4", vfr=True),
+                                  dict(suffix=".mkv", audio_streams=2), dict(suffix=".mp4", frames=1),
+                                  dict(suffix=".avi", codec="ffv1", audio_streams=0)])
+def test_whole_clips_are_not_cut(tmp_path, spec):
+    spec = dict(spec)
+    src = make_clip(tmp_path / f"clip{spec.pop('suffix')}", **{"frames": 30, **spec})
+    info = V.probe(src)
+    assert info.holes == (), info.holes
+    reader = V.LumaReader(src, info)
+    assert len(list(reader)) == info.frame_count and reader.damaged == []
+
+
+def test_sound_longer_than_the_picture_is_not_a_cut():
+    """samples/carphone.mp4: 4.0 s of video, 7.3 s of sound."""
+    info = V.probe(Path(__file__).resolve().parents[2] / "samples" / "carphone.mp4")
+    assert info.holes == () and info.duration_s < 4.1
+
+
+def test_a_last_frame_held_to_the_end_is_not_a_cut(tmp_path):
+    """The last packet lasts 4 s (a still held at the end): the container's 4.36 s is all there."""
+    path = tmp_path / "held.mkv"
+    with av.open(str(path), "w", format="matroska") as out:
+        s = out.add_stream("ffv1", rate=25)
+        s.width, s.height, s.pix_fmt, s.time_base = 64, 48, "gray", Fraction(1, 25)
+        packets = []
+        for k in range(10):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64), 20 * k, np.uint8), format="gray")
+            f.pts, f.time_base = k, Fraction(1, 25)
+            packets += s.encode(f)
+        packets += s.encode(None)
+        packets[-1].duration = 100
+        for packet in packets:
+            out.mux(packet)
+    info = V.probe(path)
+    with av.open(str(path)) as c:
+        assert c.streams.video[0].metadata["DURATION"].startswith("00:00:04.36")
+    assert info.frame_count == 10 and info.holes == ()
+
+
+def test_file_duration_counts_every_streams_packets(tmp_path):
+    """Without a stream duration, the file's duration is compared with where all packets end."""
+    info = V.probe(make_clip(tmp_path / "c.mkv", frames=25, audio_streams=0))
+    end = Fraction(info.pts[-1]) * info.time_base
+    far = V._DeclaredEnd(end + 3, "file", others_end=end + 3)  # sound runs on: the picture is just shorter
+    assert V._cut_tail(info, far, None) is None
+    cut = V._cut_tail(info, V._DeclaredEnd(end + 3, "file", others_end=end), None)
+    assert cut is not None and cut.first == 25 and abs(cut.last - (25 + 75 - 1)) <= 1 and "for the file" in cut.reason
+    assert V._cut_tail(info, V._DeclaredEnd(end + Fraction(1, 25), "stream"), None) is None
+
+
+def scramble_packets(src: Path, dst: Path, bad: set[int], keep: int = 24) -> Path:
+    """A copy whose video packets ``bad`` (decode order) keep ``keep`` bytes and are noise after them."""
+    with av.open(str(src)) as i, av.open(str(dst), "w", format="matroska") as o:
+        s = i.streams.video[0]
+        out = o.add_stream_from_template(s)
+        for k, p in enumerate(pk for pk in i.demux(s) if pk.size):
+            data = bytes(p)
+            if k in bad:
+                data = data[:keep] + np.random.default_rng(k).integers(0, 256, len(data) - keep, np.uint8).tobytes()
+            q = av.Packet(data)
+            q.pts, q.dts, q.time_base, q.is_keyframe = p.pts, p.dts, p.time_base, p.is_keyframe
+            q.stream = out
+            o.mux(q)
+    return dst
+
+
+def test_frames_the_decoder_flags_corrupt_are_damage(tmp_path):
+    src = make_clip(tmp_path / "src.mkv", frames=48, size=(96, 64), audio_streams=0)
+    bad = scramble_packets(src, tmp_path / "bad.mkv", {20, 21})
+    info = V.probe(bad)
+    reader = V.LumaReader(bad, info)
+    frames = list(reader)
+    assert info.holes == () and len(frames) >= 46
+    assert reader.damaged, "scrambled packets must not pass as a clean film"
+    assert all(d.first >= 20 for d in reader.damaged), reader.damaged
+    assert any(d.reason.startswith(("decoded with errors", "did not decode")) and d.first <= 22
+               for d in reader.damaged), reader.damaged
+
+
+def test_corrupt_flag_of_a_real_clip(tmp_path):
+    """Megamind_bugy.avi with noise over two packets: mpeg4's concealed frames come out flagged."""
+    src = DATA / "Megamind_bugy.avi"
+    with av.open(str(src)) as c:
+        s = c.streams.video[0]
+        big = [k for k, p in enumerate(pk for pk in c.demux(s) if pk.size) if 140 <= k and p.size > 2000][:2]
+    bad = tmp_path / "bad.avi"
+    with av.open(str(src)) as i, av.open(str(bad), "w", format="avi") as o:
+        s = i.streams.video[0]
+        out = o.add_stream_from_template(s)
+        for k, p in enumerate(pk for pk in i.demux(s) if pk.size):
+            data = bytes(p)
+            if k in big:
+                data = data[:64] + np.random.default_rng(k).integers(0, 256, len(data) - 64, np.uint8).tobytes()
+            q = av.Packet(data)
+            q.pts, q.dts, q.time_base, q.is_keyframe = p.pts, p.dts, p.time_base, p.is_keyframe
+            q.stream = out
+            o.mux(q)
+    info = V.probe(bad)
+    reader = V.LumaReader(bad, info, 130, 269)
+    list(reader)
+    assert reader.damaged and all(big[0] <= d.first <= big[1] + 5 for d in reader.damaged), (big, reader.damaged)
+    assert any(d.reason.startswith("decoded with errors") for d in reader.damaged), reader.damaged
+
+
+def stray_clip(path: Path, stray: int, frames: int = 30, flicker: int | None = None) -> Path:
+    """Intra-only ffv1 (every frame a keyframe: a seek lands exactly on its frame) of a drifting pattern,
+    with frame ``stray`` blotted by a white block, and frame ``flicker`` brighter as a whole."""
+    base = make_clip(path.with_name("pattern.mkv"), frames=frames, size=(96, 64), codec="ffv1", audio_streams=0)
+    with av.open(str(base)) as src, av.open(str(path), "w", format="matroska") as out:
+        s = src.streams.video[0]
+        o = out.add_stream("ffv1", rate=25)
+        o.width, o.height, o.pix_fmt, o.time_base = s.width, s.height, "yuv420p", s.time_base
+        o.codec_context.options = {"g": "1"}
+        for k, frame in enumerate(src.decode(s)):
+            yuv = frame.to_ndarray(format="yuv420p").copy()
+            if k == stray:
+                yuv[10:40, 20:70] = 235
+            if k == flicker:
+                yuv[:64] = np.minimum(yuv[:64].astype(np.int16) + 30, 235).astype(np.uint8)
+            f = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+            f.pts, f.time_base = frame.pts, s.time_base
+            out.mux(o.encode(f))
+        out.mux(o.encode(None))
+    return path
+
+
+def test_stray_frame_is_damage_and_a_brighter_frame_is_not(tmp_path):
+    clip = stray_clip(tmp_path / "stray.mkv", stray=12, flicker=20)
+    info = V.probe(clip)
+    reader = V.LumaReader(clip, info)
+    assert len(list(reader)) == 30
+    assert [(d.first, d.last) for d in reader.damaged] == [(12, 12)]
+    assert "unlike the frames on both sides" in reader.damaged[0].reason
+
+
+def test_stray_frame_at_a_range_start_is_judged_with_the_previous_readers_edge(tmp_path):
+    clip = stray_clip(tmp_path / "stray.mkv", stray=12)
+    info = V.probe(clip)
+    before = V.LumaReader(clip, info, 0, 11)
+    assert len(list(before)) == 12 and before.damaged == [] and before.edge[0] == 11
+    alone = V.LumaReader(clip, info, 12, 29)
+    list(alone)
+    assert alone.damaged == []  # the seek lands on frame 12 itself: nothing to compare it with
+    chained = V.LumaReader(clip, info, 12, 29, previous=before.edge)
+    list(chained)
+    assert [d.first for d in chained.damaged] == [12]
+    last = V.LumaReader(clip, info, 5, 12)  # the range's last frame: judged with the frame that ends the range
+    list(last)
+    assert [d.first for d in last.damaged] == [12]
+
+
+def _clean_reference_damage() -> list[int]:
+    """Frames of Megamind_bugy.avi that differ from the clean Megamind.avi (>0.2% of pixels by >40 levels)."""
+    bugy = V.LumaReader(DATA / "Megamind_bugy.avi")
+    clean = V.LumaReader(SHARED / "Megamind.avi")
+    return [a.index for a, b in zip(bugy, clean, strict=True)
+            if (np.abs(a.luma.astype(np.int16) - b.luma.astype(np.int16)) > 40).mean() > 0.002]
+
+
+@pytest.mark.skipif(not (SHARED / "Megamind.avi").exists(), reason="needs the clean Megamind.avi")
+def test_megamind_bugy_damage_checked_against_the_clean_film():
+    truth = _clean_reference_damage()
+    assert len(truth) > 15  # the bugy clip's blocks, lines and bands, every ~5 frames up to frame 115
+    reader = V.LumaReader(DATA / "Megamind_bugy.avi")
+    list(reader)
+    found = [d.first for d in reader.damaged]
+    assert set(found) <= set(truth), sorted(set(found) - set(truth))  # no clean frame reported
+    assert {40, 75, 95, 100} <= set(found)  # the big blocks, the mirrored frame and the black band
+    clean = V.LumaReader(SHARED / "Megamind.avi")
+    assert len(list(clean)) == 270 and clean.damaged == []
+
+
+def test_colour_is_judged_past_a_black_opening(tmp_path):
+    path = tmp_path / "opening.mkv"
+    with av.open(str(path), "w", format="matroska") as out:
+        s = out.add_stream("ffv1", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for k in range(30):
+            yuv = np.full((72, 64), 128, np.uint8)
+            yuv[:48] = 16 if k < 8 else 90
+            if k >= 8:
+                yuv[48:60, :32], yuv[60:, :32] = 70, 200  # U then V planes, left half: red/blue
+            f = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+            f.pts = k
+            out.mux(s.encode(f))
+        out.mux(s.encode(None))
+    info = V.probe(path)
+    assert info.is_color and info.chroma > 5
+    gray = V.probe(make_clip(tmp_path / "gray.mkv", frames=20, codec="ffv1", pix_fmt="gray", audio_streams=0))
+    assert not gray.is_color and gray.chroma == 0
+
+
+@pytest.mark.skipif(not (SHARED / "Megamind.avi").exists(), reason="needs Megamind.avi")
+def test_megamind_is_a_colour_film_though_it_opens_on_black():
+    info = V.probe(SHARED / "Megamind.avi")
+    assert info.is_color and info.chroma > 10
