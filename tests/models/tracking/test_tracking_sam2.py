@@ -7,9 +7,6 @@ from sam2_tiny import save_tiny_sam2
 
 from restorer.models.tracking import InstancePrompts, Prompt, ShotPrompts, open_tracker, track_shot
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-
 
 @pytest.fixture(scope="module")
 def tiny_sam2(tmp_path_factory):
@@ -70,10 +67,31 @@ def test_sam2_tracks_a_shot_streaming_both_ways(tiny_sam2, scene, tmp_path, monk
     assert scene.reads[-1][0] == shot.start
 
 
-def test_sam2_generates_masks_for_a_picture(tiny_sam2, scene):
+def test_sam2_generates_masks_for_a_picture(tiny_sam2, scene, monkeypatch):
     tracker = open_tracker("sam2", tiny_sam2, device="cpu")
+    scores = []
+    forward = tracker.model.forward
+
+    def spy(session, *args, **kwargs):
+        out = forward(session, *args, **kwargs)
+        scores.append([float(s) for s in out.object_score_logits.float().reshape(-1)])
+        return out
+
+    monkeypatch.setattr(tracker.model, "forward", spy)
     masks = tracker.generate_masks(scene.frame(scene.start), points_per_side=3, min_area=0.0)
-    assert all(m.shape == (scene.h, scene.w) and m.dtype == bool for m in masks)
+    # one image encoding, one object per point of the 3x3 grid
+    assert len(scores) == 1 and len(scores[0]) == 9
+    present = sum(s > 0 for s in scores[0])
+    assert present == 3  # this seeded random model scores 3 of the 9 present
+    # "masks the model scores absent ... are dropped", even with no area floor: the 3 present
+    # ones are left (none is a near-duplicate of another here), each non-empty, largest first
+    assert len(masks) == present
+    assert all(m.shape == (scene.h, scene.w) and m.dtype == bool and m.any() for m in masks)
+    sizes = [int(m.sum()) for m in masks]
+    assert sizes == sorted(sizes, reverse=True)
+    for i, a in enumerate(masks):
+        for b in masks[i + 1:]:
+            assert (a & b).sum() / (a | b).sum() <= 0.7
 
 
 def test_sam2_folder_with_another_model_is_a_weights_error(tmp_path):
