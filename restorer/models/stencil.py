@@ -102,13 +102,14 @@ class StencilEngine:
 _OPTIONS = {"max_side": int, "tone_strength": float}
 
 
-def open_stencil(options: dict[str, Any] | None = None, *, device: str = "cpu", **_unused: Any) -> StencilEngine:
+def open_stencil(options: dict[str, Any] | None = None, *, device: str = "cpu", dtype: str = "auto",
+                 **_unused: Any) -> StencilEngine:
     """Build the stencil engine from a preset's engine options.
 
     Args:
         options: ``max_side`` (working size, long side; default 512) and ``tone_strength``
             (scale of the prompt's tint; default 1).
-        device: ignored; the engine is plain numpy on the CPU (weights, base and the
+        device, dtype: ignored; the engine is plain numpy on the CPU (weights, base and the
             diffusion overrides of other engines are ignored too).
 
     Raises:

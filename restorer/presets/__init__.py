@@ -18,7 +18,7 @@ from restorer.errors import InputError
 
 DEFAULT_PRESET = "tiny"
 
-# engine name -> "module:factory"; a factory takes (options, *, device, weights, base, overrides)
+# engine name -> "module:factory"; a factory takes (options, *, device, dtype, weights, base, overrides)
 ENGINES: dict[str, str] = {
     "stencil": "restorer.models.stencil:open_stencil",
     "mtcolor": "restorer.models.mtcolor.engine:open_mtcolor",
@@ -89,9 +89,13 @@ def load_preset(name_or_path: str) -> Preset:
     return preset
 
 
-def open_engine(preset: Preset, *, device: str = "cpu", weights: Path | None = None,
+def open_engine(preset: Preset, *, device: str = "cpu", dtype: str = "auto", weights: Path | None = None,
                 base: Path | None = None, overrides: dict[str, Any] | None = None):
-    """Build the preset's engine once for a run (weights load here)."""
+    """Build the preset's engine once for a run (weights load here).
+
+    ``dtype``: auto (float16 on CUDA, float32 on the CPU), float32, float16 or bfloat16; engines
+    without a model (stencil) ignore it.
+    """
     module_name, factory = ENGINES[preset.engine].split(":")
     try:
         module = importlib.import_module(module_name)
@@ -101,5 +105,5 @@ def open_engine(preset: Preset, *, device: str = "cpu", weights: Path | None = N
                              "which this version does not include",
                              hint="choose another preset (`restorer presets`)") from None
         raise
-    return getattr(module, factory)(dict(preset.options), device=device, weights=weights, base=base,
+    return getattr(module, factory)(dict(preset.options), device=device, dtype=dtype, weights=weights, base=base,
                                     overrides=dict(overrides or {}))

@@ -30,12 +30,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from restorer.errors import WeightsError
+from restorer.errors import InputError, WeightsError
 from restorer.models.engine import FrameInput, ShotContext, check_chroma
 from restorer.models.mtcolor.model import Conditions, MTColorModel, guided_eps
 from restorer.models.mtcolor.sampler import SamplingOptions, Schedule, instance_boxes, sample
 
 log = logging.getLogger(__name__)
+
+# The DDIM state (z_t, the fusion, the prior's z_0 guess) stays float32 whatever the engine's dtype, as
+# diffusers' schedulers keep it: in bfloat16 a latent of a*b* / 100 has steps of 0.8 a*b* units, and 20
+# steps of rounding moved colours by up to 12 units; only what enters a module is in the engine's dtype.
+LATENT = torch.float32
+# tiny's colour prior reads the EfficientNet pyramid and sharpens its logits by 1 / T = 2.5 before the annealed
+# mean: in bfloat16 the features moved by up to 6 (of 48) and background colours by 12 a*b* units. Both are small
+# next to the diffusion (one pass per frame, not 2 x 20), so they run in float32 at any engine dtype.
+FLOAT32_MODULES = ("features", "prior")
 
 OVERRIDES = ("steps", "guidance", "alpha", "beta", "fusion", "eta", "prior", "prior_temperature", "prior_strength",
              "prompt_strength")
@@ -59,13 +68,27 @@ class MTColorEngine:
     def __init__(self, model: MTColorModel, space: Any, text: Any, scheduler: dict, opts: SamplingOptions,
                  device: str, dtype: torch.dtype, prior: Any = None, prior_temperature: float = 0.4,
                  prompt_strength: float = 0.3):
-        self.model = model.to(device=device, dtype=dtype).eval()
+        self.model, self.prior = model.eval(), None if prior is None else prior.eval()
         self.space, self.text, self.scheduler, self.opts = space, text, scheduler, opts
-        self.device, self.dtype = device, dtype
-        self.prior = None if prior is None else prior.to(device).eval()
-        if self.prior is not None and self.prior.dtype != dtype:
-            self.prior = self.prior.to(dtype)
         self.prior_temperature, self.prompt_strength = prior_temperature, prompt_strength
+        # every module the engine runs, registered once: one .to() moves them all
+        self.modules = torch.nn.ModuleDict({"model": self.model})
+        for name, module in (("prior", self.prior), ("features", getattr(space, "features", None)),
+                             ("vae", getattr(space, "vae", None)), ("text", text_module(text))):
+            if isinstance(module, torch.nn.Module):
+                self.modules[name] = module.eval()
+        self.to(device, dtype)
+
+    def to(self, device: str | torch.device, dtype: torch.dtype) -> "MTColorEngine":
+        """Move every module (U-Net, ControlNet, adapter, prior, features, VAE, text encoder) at once;
+        the colour prior's path stays float32 (``FLOAT32_MODULES``)."""
+        for name, module in self.modules.items():
+            if name in FLOAT32_MODULES:
+                module.to(device=device).float()
+            else:
+                module.to(device=device, dtype=dtype)
+        self.device, self.dtype = str(device), dtype
+        return self
 
     def shot(self, ctx: ShotContext, frames: Iterable[FrameInput]) -> Iterator[np.ndarray]:
         texts = self.embed(ctx)
@@ -74,7 +97,7 @@ class MTColorEngine:
             yield check_chroma(self.frame(frame, texts, schedule, ctx.seed), self.name)
 
     def close(self) -> None:
-        self.model = None
+        self.model = self.prior = self.modules = None
 
     @torch.no_grad()
     def embed(self, ctx: ShotContext) -> ShotTexts:
@@ -87,16 +110,18 @@ class MTColorEngine:
     def initial_noise(self, size: tuple[int, int], seed: int) -> torch.Tensor:
         """The shot's z_T: depends on the seed and the latent size only."""
         g = torch.Generator().manual_seed(seed)
-        return torch.randn((1, self.space.channels, *size), generator=g).to(self.device, self.dtype)
+        return torch.randn((1, self.space.channels, *size), generator=g).to(self.device, LATENT)
 
     @torch.no_grad()
     def frame(self, frame: FrameInput, texts: ShotTexts, schedule: Schedule, seed: int) -> np.ndarray:
-        luma = torch.from_numpy(np.ascontiguousarray(frame.luma, dtype=np.float32))[None, None]
+        # resized in float32 on the engine's device (antialiased resizing has no half kernels on the CPU)
+        luma = torch.from_numpy(np.ascontiguousarray(frame.luma, dtype=np.float32))[None, None].to(self.device)
         size = self.space.latent_size(tuple(luma.shape[-2:]))
-        pyramid = self.space.features.pyramid(luma.to(self.device)) if self.prior is not None else None
-        gray, control = self.space.prepare(luma.to(self.device), size, pyramid)
-        gray = None if gray is None else gray.to(self.dtype)
-        cover, small, present = self._masks(frame.masks, size)
+        pyramid = self.space.features.pyramid(luma) if self.prior is not None else None
+        gray32, control = self.space.prepare(luma, size, pyramid)
+        gray = None if gray32 is None else gray32.to(self.dtype)
+        cover32, small, present = self._masks(frame.masks, size)
+        cover = cover32.to(self.dtype)
         enc = self.model.adapter.encoder
         tokens = enc(texts.instances[None], small[None], present[None])
         nulls = enc(texts.instances[None], small[None], torch.zeros_like(present)[None])
@@ -116,9 +141,10 @@ class MTColorEngine:
         opts = self.opts
         if texts.has_prompt and self.prior is not None:  # the global text needs steps to say something
             opts = replace(opts, prior_strength=max(opts.prior_strength, self.prompt_strength))
-        z0 = sample(self._as_eps(lambda z, t: guided_eps(self.model, z, t, cond, uncond, guidance), schedule),
-                    None if inst is None else self._as_eps(inst, schedule), self.initial_noise(size, seed),
-                    cover[ids], schedule, opts, seed, ids, x0_prior=self.prior_latent(pyramid, gray))
+        global_eps = self._in_dtype(lambda z, t: guided_eps(self.model, z, t, cond, uncond, guidance))
+        inst_eps = None if inst is None else self._as_eps(self._in_dtype(inst), schedule)
+        z0 = sample(self._as_eps(global_eps, schedule), inst_eps, self.initial_noise(size, seed),
+                    cover32[ids], schedule, opts, seed, ids, x0_prior=self.prior_latent(pyramid, gray32))
         return self.space.decode(z0)
 
     @torch.no_grad()
@@ -126,8 +152,8 @@ class MTColorEngine:
         """tiny's colour prior as a latent z_0 guess (annealed mean a*b* / ab_scale), or None without one."""
         if self.prior is None or gray is None or pyramid is None:
             return None
-        logits = self.prior(gray, {k: v.to(self.dtype) for k, v in pyramid.items()})
-        return (self.prior.decode(logits, self.prior_temperature) / self.space.ab_scale).to(self.dtype)
+        logits = self.prior(gray.float(), {k: v.float() for k, v in pyramid.items()})
+        return (self.prior.decode(logits, self.prior_temperature) / self.space.ab_scale).to(LATENT)
 
     def _as_eps(self, fn, schedule: Schedule):
         """The model's output as eps: v-prediction models (tiny) give eps = sqrt(a) v + sqrt(1 - a) z."""
@@ -140,15 +166,20 @@ class MTColorEngine:
 
         return eps
 
+    def _in_dtype(self, fn):
+        """``fn`` run on a float32 latent: the model sees it in the engine's dtype, its output comes back float32."""
+        return lambda z, t: fn(z.to(self.dtype), t).to(z.dtype)
+
     def _masks(self, masks: np.ndarray, size: tuple[int, int]) -> tuple[torch.Tensor, ...]:
-        """Coverage at the latent grid, the token encoder's input, and which instances are present."""
+        """Coverage at the latent grid (float32, for the fusion), the token encoder's input (the engine's dtype),
+        and which instances are present."""
         m = torch.from_numpy(np.asarray(masks, dtype=np.float32)).to(self.device)
         if m.ndim != 3:
             m = m.reshape(0, *size)
         enc_size = self.model.adapter.config.mask_size
         cover = F.adaptive_avg_pool2d(m[None], size)[0] if m.shape[0] else m.new_zeros(0, *size)
         small = F.adaptive_avg_pool2d(m[None], enc_size)[0] if m.shape[0] else m.new_zeros(0, enc_size, enc_size)
-        return cover.to(self.dtype), small.to(self.dtype), cover.flatten(1).amax(1) > 0
+        return cover, small.to(self.dtype), cover.flatten(1).amax(1) > 0
 
     def _instance_eps(self, cond: Conditions, uncond: Conditions, cover: torch.Tensor, ids: list[int]):
         """Guided eps for all present instances batched, each with its own mask and text, on its box."""
@@ -171,50 +202,87 @@ def sampling_options(opts: dict[str, Any], multiple: int) -> SamplingOptions:
     return SamplingOptions(**{k: opts[k] for k in names if k in opts}, multiple=multiple)
 
 
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
+    """``auto`` (float16 on CUDA, float32 elsewhere), ``float32``, ``float16`` or ``bfloat16``.
+
+    Raises:
+        InputError: an unknown name, or bfloat16 on a CUDA device without it.
+    """
+    if isinstance(dtype, torch.dtype):
+        chosen = dtype
+    else:
+        name = str(dtype or "auto").lower()
+        if name == "auto":
+            return torch.float16 if str(device).startswith("cuda") else torch.float32
+        if name not in DTYPES:
+            raise InputError(f"unknown dtype {dtype!r}", hint=f"use auto, {', '.join(DTYPES)}")
+        chosen = DTYPES[name]
+    if chosen == torch.bfloat16 and str(device).startswith("cuda") and not torch.cuda.is_bf16_supported():
+        raise InputError("this GPU has no bfloat16", hint="use --dtype float16 or float32")
+    return chosen
+
+
+def text_module(text: Any) -> torch.nn.Module | None:
+    """The text encoder's torch module (MiniLM's SentenceTransformer, CLIP's text model), if it has one."""
+    for attr in ("model", "encoder"):
+        module = getattr(text, attr, None)
+        if isinstance(module, torch.nn.Module):
+            return module
+    return None
+
+
 def open_mtcolor(options: dict, *, device: str, weights: Path | None, base: Path | None,
-                 overrides: dict) -> MTColorEngine:
+                 overrides: dict, dtype: str | torch.dtype = "auto") -> MTColorEngine:
     """Build the engine for a preset's ``options`` (see the module docstring).
+
+    ``dtype``: auto (float16 on CUDA, float32 on the CPU), float32, float16 or bfloat16; every module
+    and every tensor the engine makes follows it and ``device``.
 
     Raises:
         WeightsError: weights missing or mismatched (exit code 2), naming what, where, and the flag.
     """
     opts = {**options, **{k: v for k, v in (overrides or {}).items() if k in OVERRIDES and v is not None}}
     backbone = opts.get("backbone", "tiny")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = str(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch_dtype = resolve_dtype(dtype, device)
     if backbone == "tiny":
-        return _open_tiny(opts, device, weights)
+        return _open_tiny(opts, device, weights, torch_dtype)
     if backbone == "sd15":
-        return _open_sd15(opts, device, weights, base)
+        return _open_sd15(opts, device, weights, base, torch_dtype)
     raise WeightsError(f"unknown MT-Color backbone {backbone!r}", hint="use 'tiny' or 'sd15' in the preset")
 
 
-def _open_tiny(opts: dict, device: str, weights: Path | None) -> MTColorEngine:
+def _open_tiny(opts: dict, device: str, weights: Path | None, dtype: torch.dtype) -> MTColorEngine:
     from restorer.models.mtcolor import tiny
     from restorer.models.mtcolor.features import EfficientNetFeatures
     from restorer.models.mtcolor.loading import resolve
     from restorer.models.mtcolor.spaces import AB_SCALE, TinySpace
     from restorer.models.mtcolor.text import MiniLMText
 
+    # everything is built on the CPU in float32; the engine moves it all to (device, dtype) at once
     features = EfficientNetFeatures() if opts.get("features", "efficientnet-lite0") != "none" else None
     root = resolve(weights, "RESTORER_WEIGHTS") or tiny.shipped()
     model = tiny.load(root, opts) if root is not None else tiny.random_init(opts)
-    text = MiniLMText(device)
+    text = MiniLMText("cpu")
     space = TinySpace(grid=int(opts.get("grid", 32)), multiple=tiny.multiple(model.unet), features=features,
                       ab_scale=float(opts.get("ab_scale", AB_SCALE)))
     prior = tiny.load_prior(root) if root is not None and features is not None and opts.get("prior", True) else None
     return MTColorEngine(model, space, text, tiny.scheduler_config(opts), sampling_options(opts, space.multiple),
-                         device, torch.float32, prior=prior,
+                         device, dtype, prior=prior,
                          prior_temperature=float(opts.get("prior_temperature", 0.4)),
                          prompt_strength=float(opts.get("prompt_strength", 0.3)))
 
 
-def _open_sd15(opts: dict, device: str, weights: Path | None, base: Path | None) -> MTColorEngine:
+def _open_sd15(opts: dict, device: str, weights: Path | None, base: Path | None,
+               dtype: torch.dtype) -> MTColorEngine:
     import os
 
     from restorer.models.mtcolor import loading
     from restorer.models.mtcolor.spaces import SDSpace
 
-    dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
     root = loading.resolve(base, "RESTORER_SD15")
     if root is not None and root.is_file():
         config_dir = Path(opts.get("base_config") or os.environ.get("RESTORER_SD15_CONFIG") or root.parent)
@@ -226,9 +294,8 @@ def _open_sd15(opts: dict, device: str, weights: Path | None, base: Path | None)
     controlnet, adapter = loading.load_ours(loading.require(ours, loading.OUR_PARTS, "MT-Color weights "
                                             "(ControlNet, adapter)", "--weights", "RESTORER_WEIGHTS"),
                                             parts["unet"], dtype)
-    parts["text"].encoder.to(device)
     model = MTColorModel(parts["unet"], controlnet, adapter)
-    space = SDSpace(parts["vae"].to(device), size=int(opts.get("size", 512)))
+    space = SDSpace(parts["vae"], size=int(opts.get("size", 512)))
     multiple = 2 ** (len(parts["unet"].config.block_out_channels) - 1)
     return MTColorEngine(model, space, parts["text"], parts["scheduler"], sampling_options(opts, multiple),
                          device, dtype)

@@ -58,7 +58,8 @@ class EfficientNetFeatures(nn.Module):
         scale = self.input_size / max(h, w)
         size = (max(32, round(h * scale / 32) * 32), max(32, round(w * scale / 32) * 32))
         x = F.interpolate(gray.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
-        return (x.expand(-1, 3, -1, -1) - self.mean) / self.std
+        x = (x.expand(-1, 3, -1, -1) - self.mean.float()) / self.std.float()
+        return x.to(self.mean.dtype)  # the network's dtype: the buffers move with it
 
 
 def _load_lite0() -> nn.Module:

@@ -56,7 +56,8 @@ class InstanceEncoder(nn.Module):
         null = self.null.expand(b, 1, -1)
         if r == 0:
             return null
-        small = F.adaptive_avg_pool2d(masks.float().flatten(0, 1)[:, None], self.mask_size)
+        # pooled in float32, then in the modules' dtype (a float32 mask into a float16 convolution crashed)
+        small = F.adaptive_avg_pool2d(masks.float().flatten(0, 1)[:, None], self.mask_size).to(self.null.dtype)
         feats = torch.cat([text.to(small.dtype), self.mask_mlp(small).view(b, r, -1)], dim=-1)
         tokens = self.mlp(feats)
         tokens = torch.where(keep[..., None], tokens, self.null.to(tokens.dtype))

@@ -83,7 +83,7 @@ class SDSpace:
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> np.ndarray:
-        rgb = self.vae.decode(z / self.vae.config.scaling_factor).sample
+        rgb = self.vae.decode((z / self.vae.config.scaling_factor).to(self.vae.dtype)).sample
         return rgb_to_ab(((rgb.float() + 1) / 2).clamp(0, 1))[0].permute(1, 2, 0).cpu().numpy()
 
 
