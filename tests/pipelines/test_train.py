@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +24,22 @@ OPTIONS = {"features": "none", "model": {"token_dim": 16, "unet": {
     "attention_head_dim": 8, "norm_num_groups": 8}}}
 
 
+PRESET = Path("unset")  # the tiny preset at grid 16, written by ``small_grid``
+
+
 @pytest.fixture(scope="module", autouse=True)
-def small_grid():
-    """A 16-cell working grid instead of 32: the same code, a quarter of the tokens."""
+def small_grid(tmp_path_factory):
+    """A 16-cell working grid instead of 32: the same code, a quarter of the tokens; the tiny
+    preset at that grid (training refuses a preset whose grid its caches do not have)."""
+    import yaml
+
+    from restorer.presets import load_preset
+
+    global PRESET
+    mine = load_preset("tiny").model_dump()
+    mine["options"]["grid"] = 16
+    PRESET = tmp_path_factory.mktemp("preset") / "tiny16.yaml"
+    PRESET.write_text(yaml.safe_dump(mine))
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(T, "GRID", 16)
         yield
@@ -59,7 +73,7 @@ def data(tmp_path_factory) -> Path:
 def _run(data: Path, out: Path, stage: int, steps: int, cache: Path, resume: bool = False, lr: float = 3e-3,
          every: int = 3) -> dict:
     cfg = T.TrainConfig(stage=stage, steps=steps, batch=4, lr=lr, warmup=2, checkpoint_every=every)
-    return T.train("tiny", data, out, stage=stage, steps=steps, resume=resume, cache=cache, config=cfg,
+    return T.train(PRESET, data, out, stage=stage, steps=steps, resume=resume, cache=cache, config=cfg,
                    views=2, text_encoder=FakeText(), options=OPTIONS)
 
 
@@ -69,7 +83,7 @@ def _fixed_loss(model, cache: dict, stage: int) -> float:
     model.eval()
     with torch.no_grad():
         g = torch.Generator().manual_seed(123)
-        opts = {**T._preset_options("tiny"), **OPTIONS}
+        opts = {**T._preset_options(PRESET), **OPTIONS}
         batch = T.make_batch(cache, cfg, g, counter=stage >= 1, control=stage >= 2, ab_scale=opts["ab_scale"])
         prediction = tiny.scheduler_config(opts)["prediction_type"]
         return float(T.loss_step(model, batch, stage, g, T._alphas(opts), prediction))
@@ -98,11 +112,18 @@ def stages(data, tmp_path_factory) -> dict:
     return result
 
 
+# The least share of the fixed-batch loss each stage's short run must remove (measured: 43.5 %,
+# 0.034 %, 0.84 %). Stage 1 starts with every gate at zero, so its branches contribute tanh(gate) x
+# their output and 8 steps only begin to open them: a real but small drop, and exactly 0 if the
+# gates got no gradient; half the measured drop also fails a learning rate 10x too small.
+MIN_DROP = {0: 0.2, 1: 1.5e-4, 2: 4e-3}
+
+
 @pytest.mark.parametrize("stage", [0, 1, 2])
 def test_loss_goes_down(stages, stage) -> None:
     start, end = stages[stage]
     before, after = _fixed_loss(start, stages["cache"], stage), _fixed_loss(end, stages["cache"], stage)
-    assert after < before, (before, after)
+    assert after < (1 - MIN_DROP[stage]) * before, (before, after, (before - after) / before)
 
 
 @pytest.mark.parametrize("stage", [0, 1, 2])
@@ -151,7 +172,11 @@ def test_resume_equals_uninterrupted(data, tmp_path) -> None:
 
 
 def test_counter_colour_recolours_and_renames(stages) -> None:
-    from restorer.pipelines.dataset import COUNTER_COLORS, PALETTE
+    """Each recoloured instance: its text names one counter colour, at least 90 degrees of hue from
+    its true colour; inside its mask the target becomes that colour's a*b* plus half the region's
+    own texture (exactly, where the mask covers the whole cell); cells no recoloured instance
+    touches keep their a*b*; the grayscale is unchanged."""
+    from restorer.pipelines.dataset import COUNTER_COLORS, PALETTE, palette_lab
 
     cache = stages["cache"]
     cfg = T.TrainConfig(stage=1, steps=1, batch=16, p_drop=0.0, p_counter=1.0)
@@ -159,42 +184,76 @@ def test_counter_colour_recolours_and_renames(stages) -> None:
     recol = T.make_batch(cache, cfg, torch.Generator().manual_seed(5), counter=True, control=False)
     assert torch.equal(plain.gray, recol.gray)  # the picture says the old colour
     changed_text = (plain.text != recol.text).any(-1)  # (B, R)
-    assert changed_text.any()
-    counter_rows = [PALETTE.index(c) for c in COUNTER_COLORS]
+    assert changed_text.sum() >= 8
+    pal = palette_lab()
+    obj = cache["inst_obj"][0, 0]  # one object word in this dataset ("thing")
+    touched = torch.zeros(plain.x0.shape[0], *plain.x0.shape[2:], dtype=torch.bool)
     for b, r in changed_text.nonzero().tolist():
+        names = [c for c in COUNTER_COLORS
+                 if torch.equal(recol.text[b, r], cache["text_emb"][obj, PALETTE.index(c)])]
+        assert len(names) == 1, names  # the new text is exactly one counter colour's
+        want = torch.tensor(pal[names[0]][1:], dtype=torch.float32)
         w = recol.cover[b, r]
-        mean = (recol.x0[b] * w).sum((1, 2)) / w.sum() * 100
-        # the new mean a*b* is near one of the counter colours', and its text is that colour's
-        targets = T._palette_ab()[counter_rows]
-        k = int((targets - mean).norm(dim=1).argmin())
-        assert (targets[k] - mean).norm() < 40
-        obj = cache["inst_obj"][0, 0]  # one object word in this dataset ("thing")
-        assert torch.allclose(recol.text[b, r], cache["text_emb"][obj, counter_rows[k]])
+        ab = plain.x0[b] * 100  # the true a*b* of this view
+        mean = (ab * w).sum((1, 2)) / w.sum()
+        hue = lambda v: math.degrees(math.atan2(float(v[1]), float(v[0])))  # noqa: E731
+        assert abs((hue(want) - hue(mean) + 180) % 360 - 180) >= 90 or float(mean.norm()) < 10
+        full = w == 1
+        assert full.sum() > 0
+        expected = want[:, None] + 0.5 * (ab[:, full] - mean[:, None])
+        assert torch.allclose(recol.x0[b][:, full] * 100, expected, atol=1e-3)
+        touched[b] |= w > 0
+    assert torch.equal(recol.x0.permute(1, 0, 2, 3)[:, ~touched], plain.x0.permute(1, 0, 2, 3)[:, ~touched])
 
 
 def test_bad_stage_and_missing_previous_stage(data, tmp_path) -> None:
     with pytest.raises(InputError, match="stage must be"):
-        T.train("tiny", data, tmp_path, stage=3, steps=1, options=OPTIONS)
+        T.train(PRESET, data, tmp_path, stage=3, steps=1, options=OPTIONS)
     with pytest.raises(InputError, match="stage 0's weights"):
         _run(data, tmp_path / "fresh", 1, 2, tmp_path / "cache")
 
 
 def test_v_target_turns_back_into_the_noise_in_the_engine() -> None:
-    """Training's v target and the engine's v -> eps conversion agree (tiny predicts v)."""
+    """loss_step's target, turned back by the engine's v -> eps conversion, is the very noise the
+    latent was made with, and DDIM's x0 from it the training x0 (tiny predicts v); the two share
+    one noise schedule."""
     from types import SimpleNamespace
 
     from restorer.models.mtcolor.engine import MTColorEngine
     from restorer.models.mtcolor.sampler import Schedule
 
-    opts = T._preset_options("tiny")
-    assert tiny.scheduler_config(opts)["prediction_type"] == "v_prediction"
-    schedule = Schedule.ddim(tiny.scheduler_config(opts), 20)
-    g = torch.Generator().manual_seed(0)
-    x0, eps = torch.randn(1, 2, 4, 4, generator=g), torch.randn(1, 2, 4, 4, generator=g)
-    for t in (schedule.timesteps[0], schedule.timesteps[10]):
-        a = schedule.alphas[t].float()
-        z = a.sqrt() * x0 + (1 - a).sqrt() * eps
-        v = a.sqrt() * eps - (1 - a).sqrt() * x0  # as in loss_step
-        engine = SimpleNamespace(scheduler=tiny.scheduler_config(opts))
-        as_eps = MTColorEngine._as_eps(engine, lambda z_, t_, v=v: v, schedule)
-        assert torch.allclose(as_eps(z, torch.tensor(t)), eps, atol=1e-5)
+    opts = T._preset_options(PRESET)
+    scheduler = tiny.scheduler_config(opts)
+    assert scheduler["prediction_type"] == "v_prediction"
+    schedule = Schedule.ddim(scheduler, 20)
+    alphas = T._alphas(opts)
+    assert torch.allclose(alphas.double(), schedule.alphas, rtol=0, atol=1e-6)
+
+    class Recorder:
+        """Records the noised latent and timesteps loss_step feeds the model; predicts 0."""
+
+        adapter = SimpleNamespace(prompt_proj=lambda p: p)
+
+        def __call__(self, z, t, cond):
+            self.z, self.t = z, t
+            self.pred = torch.zeros_like(z, requires_grad=True)
+            return self.pred
+
+    b = 8
+    x0 = torch.randn(b, 2, 4, 4, generator=torch.Generator().manual_seed(0)) * 0.3
+    batch = T.Batch(x0, torch.zeros(b, 1, 4, 4), None, torch.zeros(b, 384), torch.zeros(b, 0, 4, 4),
+                    torch.zeros(b, 0, 64, 64), torch.zeros(b, 0, 384), torch.zeros(b, 0, dtype=torch.bool))
+    model = Recorder()
+    T.loss_step(model, batch, 0, torch.Generator().manual_seed(1), alphas, "v_prediction").backward()
+    target = -model.pred.grad * model.pred.numel() / 2  # d/dp mean((p - target)^2) at p = 0
+    engine = SimpleNamespace(scheduler=scheduler)
+    assert len(set(model.t.tolist())) > 4  # timesteps spread over the schedule
+    for i in range(b):
+        t = int(model.t[i])
+        a = float(schedule.alphas[t])
+        z = model.z[i:i + 1].detach()
+        eps = (z - a ** 0.5 * x0[i:i + 1]) / (1 - a) ** 0.5  # the noise z = sqrt(a) x0 + sqrt(1 - a) eps holds
+        as_eps = MTColorEngine._as_eps(engine, lambda z_, t_, v=target[i:i + 1]: v, schedule)
+        got = as_eps(z, torch.tensor(t))
+        assert torch.allclose(got, eps, atol=1e-4), t
+        assert torch.allclose((z - (1 - a) ** 0.5 * got) / a ** 0.5, x0[i:i + 1], atol=1e-3), t
