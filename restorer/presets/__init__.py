@@ -89,6 +89,29 @@ def load_preset(name_or_path: str) -> Preset:
     return preset
 
 
+# engine name -> "module:function" of its cheap path checks, (options, weights, base) -> None; the module
+# imports no torch, diffusers or transformers (an engine without one has nothing to check)
+PATH_CHECKS: dict[str, str] = {
+    "mtcolor": "restorer.models.mtcolor.paths:check_paths",
+}
+
+
+def preflight(preset: Preset | str, *, weights: Path | None = None, base: Path | None = None) -> None:
+    """The engine's refusals that need no model: missing weights, base, packages; under a second, no torch.
+
+    Raises:
+        WeightsError: what is missing, where it looked and the flag that supplies it.
+        InputError: an unknown preset (when given by name).
+    """
+    if isinstance(preset, str):
+        preset = load_preset(preset)
+    check = PATH_CHECKS.get(preset.engine)
+    if check is None:
+        return
+    module_name, function = check.split(":")
+    getattr(importlib.import_module(module_name), function)(dict(preset.options), weights, base)
+
+
 def open_engine(preset: Preset, *, device: str = "cpu", dtype: str = "auto", weights: Path | None = None,
                 base: Path | None = None, overrides: dict[str, Any] | None = None):
     """Build the preset's engine once for a run (weights load here).
@@ -96,6 +119,7 @@ def open_engine(preset: Preset, *, device: str = "cpu", dtype: str = "auto", wei
     ``dtype``: auto (float16 on CUDA, float32 on the CPU), float32, float16 or bfloat16; engines
     without a model (stencil) ignore it.
     """
+    preflight(preset, weights=weights, base=base)  # a missing path is refused before the heavy imports
     module_name, factory = ENGINES[preset.engine].split(":")
     try:
         module = importlib.import_module(module_name)

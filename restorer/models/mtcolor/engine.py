@@ -244,8 +244,11 @@ def open_mtcolor(options: dict, *, device: str, weights: Path | None, base: Path
     Raises:
         WeightsError: weights missing or mismatched (exit code 2), naming what, where, and the flag.
     """
+    from restorer.models.mtcolor.paths import check_paths
+
     opts = {**options, **{k: v for k, v in (overrides or {}).items() if k in OVERRIDES and v is not None}}
     backbone = opts.get("backbone", "tiny")
+    check_paths(opts, weights, base)  # every missing path or package refused before any weights load
     device = str(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch_dtype = resolve_dtype(dtype, device)
     if backbone == "tiny":

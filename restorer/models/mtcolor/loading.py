@@ -19,41 +19,20 @@ Layouts (diffusers format: ``config.json`` + ``*.safetensors`` per folder):
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from restorer.errors import WeightsError
+from restorer.models.mtcolor.paths import OUR_PARTS, SD15_PARTS, require, resolve  # noqa: F401 - also loading's API
 
 log = logging.getLogger(__name__)
 
-SD15_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 SD15_UNET_CONFIG: dict[str, Any] = {  # runwayml/stable-diffusion-v1-5 unet/config.json, the fields that differ
     "sample_size": 64, "in_channels": 4, "out_channels": 4, "cross_attention_dim": 768,
     "block_out_channels": (320, 640, 1280, 1280), "layers_per_block": 2, "attention_head_dim": 8,
 }
-OUR_PARTS = ("controlnet", "adapter")
-
-
-def resolve(path: Path | None, env: str) -> Path | None:
-    """The path given on the command line, else the environment variable, else None."""
-    if path is not None:
-        return Path(path)
-    value = os.environ.get(env)
-    return Path(value) if value else None
-
-
-def require(root: Path | None, parts: tuple[str, ...], what: str, flag: str, env: str) -> Path:
-    """Check that ``root`` holds every part, or raise the one clear WeightsError."""
-    if root is None:
-        raise WeightsError(f"no {what} given", hint=f"pass {flag} PATH or set {env}; nothing is downloaded")
-    missing = [p for p in parts if not (root / p).exists()]
-    if not root.exists() or missing:
-        lacking = "the folder does not exist" if not root.exists() else f"missing {', '.join(missing)}"
-        raise WeightsError(f"{what}: {lacking}", path=root, hint=f"pass {flag} PATH or set {env}")
-    return root
 
 
 def load_part(cls: Any, folder: Path, what: str, **kwargs: Any) -> Any:
