@@ -28,6 +28,7 @@ class ColorizeOptions:
     base: Path | None = None
     tracker: str | None = None
     sam2: Path | None = None
+    box_refine: str = "grabcut"  # a box prompt refined to the object inside it (grabcut), or kept (off)
     save_masks: Path | None = None
     chunk_frames: int = 240
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -52,7 +53,7 @@ class ColorizeOptions:
 
         self.resolved_preset()
         keep = ("preset", "seed", "dtype", "codec", "bit_depth", "weights", "base", "tracker", "sam2",
-                "chunk_frames", "overrides", "preset_config")
+                "box_refine", "chunk_frames", "overrides", "preset_config")
         d = asdict(self)
         return {"version": __version__, **{k: (str(d[k]) if isinstance(d[k], Path) else d[k]) for k in keep},
                 "assets": self.assets()}
