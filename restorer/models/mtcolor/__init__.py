@@ -10,7 +10,8 @@ Modules, each documenting its decisions:
 - ``sampler``  DDIM + CFG + multi-instance sampling and fusion (Sec. III-C; default ``convex``)
 - ``spaces``   where each preset denoises (tiny: a*b* at a 32-cell grid; sd15: VAE latent)
 - ``tiny``     tiny's model and its departures from the paper
-- ``loading``  sd15 folder / single file and our weights, never downloading
+- ``paths``    the cheap refusals (missing weights, base, packages) before any heavy import
+- ``loading``  sd15 folder / single file and our weights, never downloading, strict keys
 - ``engine``   ``open_mtcolor(...)``, the Engine the pipelines call
 
 Nothing heavy is imported here; the preset loader imports ``restorer.models.mtcolor.engine``.

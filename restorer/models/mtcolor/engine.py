@@ -1,7 +1,7 @@
 """The MT-Color engine behind the ``tiny`` and ``sd15`` presets.
 
-``open_mtcolor(options, device=..., weights=..., base=..., overrides=...)`` builds it once per
-run; :meth:`MTColorEngine.shot` embeds the shot's texts once, then for every frame runs
+``open_mtcolor(options, device=..., dtype=..., weights=..., base=..., overrides=...)`` builds it once
+per run; :meth:`MTColorEngine.shot` embeds the shot's texts once, then for every frame runs
 multi-instance sampling and yields a*b* chroma (h, w, 2) float32 at the engine's working
 size (see :mod:`restorer.models.mtcolor.spaces`); the pipeline upsamples and recombines.
 
@@ -9,6 +9,13 @@ Films: every frame of a shot starts from the same initial noise, drawn from the 
 seed alone (not from the frame index), and the DDIM eta-noise comes from generators seeded
 the same way, so frames agree before any temporal stabilisation, and a resumed shot gives
 the same chroma as an uninterrupted one.
+
+Devices and dtypes: every module the engine runs (U-Net, ControlNet, adapter, colour prior,
+EfficientNet features, VAE, text encoder) is registered in ``engine.modules``, so
+:meth:`MTColorEngine.to` moves them all at once, and every tensor the engine makes is made on
+its device. ``dtype`` (auto: float16 on CUDA, float32 on the CPU) is what the diffusion modules
+and the text encoder run in; the DDIM state and the colour prior's path stay float32
+(``LATENT``, ``FLOAT32_MODULES``: measured, bfloat16 there moved colours by up to 12 a*b* units).
 
 Options (preset YAML ``options:``; CLI ``overrides`` replace them): ``backbone`` (tiny |
 sd15), ``steps``, ``guidance``, ``eta``, ``alpha``, ``beta``, ``fusion`` (vp | literal),
