@@ -22,11 +22,19 @@ def box_mask(box, size: tuple[int, int]) -> np.ndarray:
     return m
 
 
-def prompt_mask(prompt, size: tuple[int, int]) -> np.ndarray:
-    """The region a prompt draws without a segmenter: its mask, else its box."""
+def prompt_mask(prompt, size: tuple[int, int], luma: np.ndarray | None = None,
+                box_refine: str = "grabcut") -> np.ndarray:
+    """The region a prompt draws without a segmenter: its mask, else its box.
+
+    Given the picture's ``luma``, a box is refined to the object inside it
+    (:func:`restorer.models.tracking.refine.refine_box`) unless ``box_refine`` is ``"off"``."""
     if getattr(prompt, "mask", None) is not None:
         return np.asarray(prompt.mask, dtype=bool)
     if getattr(prompt, "box", None) is not None:
+        from restorer.models.tracking.refine import check_mode, refine_box
+
+        if luma is not None and check_mode(box_refine) != "off":
+            return refine_box(luma, prompt.box)
         return box_mask(prompt.box, size)
     return np.zeros(size, dtype=bool)
 

@@ -240,7 +240,8 @@ class PhotoColorizationPipeline:
             log.warning(msg)
             warnings.append(msg)
         shot = self._shot(task.source, photo.luma.shape)
-        masks = np.stack([prompt_mask(i.prompts[0], photo.luma.shape) for i in shot.instances]) \
+        masks = np.stack([prompt_mask(i.prompts[0], photo.luma.shape, photo.luma, self.opts.box_refine)
+                          for i in shot.instances]) \
             if shot.instances else np.zeros((0, *photo.luma.shape), dtype=bool)
         ctx = ShotContext(seed=shot_seed(self.opts.seed, 0), prompt=shot.prompt,
                           instances=tuple(InstanceText(i.name, i.text) for i in shot.instances),

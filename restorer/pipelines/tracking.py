@@ -27,7 +27,9 @@ class NoInstances:
 def tracker_factory(opts: ColorizeOptions, device: str = "cpu"):
     """A callable (film, info, shot, job) -> object with ``get(index) -> (N, H, W) bool``."""
     from restorer.models.tracking import ShotPrompts, open_tracker, track_shot
+    from restorer.models.tracking.refine import check_mode, refine_prompts
 
+    check_mode(opts.box_refine)
     tracker = open_tracker(opts.tracker, opts.sam2, device=device)
 
     def make(film: Path, info, shot, job):
@@ -35,7 +37,10 @@ def tracker_factory(opts: ColorizeOptions, device: str = "cpu"):
         if not shot.instances:
             return NoInstances(size)
         prompts = ShotPrompts.from_resolved(shot, size)
-        store = track_shot(tracker, prompts, _frame_source(film, info), job.path(f"masks/{shot.start:08d}"))
+        read = _frame_source(film, info)
+        if tracker.name != "sam2":  # SAM2 segments from boxes itself
+            prompts = refine_prompts(prompts, read, opts.box_refine)
+        store = track_shot(tracker, prompts, read, job.path(f"masks/{shot.start:08d}"))
         if opts.save_masks is not None:
             store.export_png(Path(opts.save_masks) / f"shot{shot.index + 1:04d}")
         return store

@@ -133,12 +133,15 @@ def point_radius(size: tuple[int, int]) -> int:
     return max(2, round(0.04 * min(size)))
 
 
-def prompt_region(prompt: Prompt, size: tuple[int, int]) -> np.ndarray:
+def prompt_region(prompt: Prompt, size: tuple[int, int],
+                  box_region: np.ndarray | None = None) -> np.ndarray:
     """The (H, W) bool region a prompt stands for, for backends that need a region.
 
-    A mask is taken as is. A box is a filled rectangle. Positive points become discs
-    (radius :func:`point_radius`) joined by their convex hull when there are three or
-    more; a box and points together give their union. Negative points carve discs out.
+    A mask is taken as is. A box is a filled rectangle, or ``box_region`` when given (the
+    object inside the box, :func:`restorer.models.tracking.refine.refine_box`). Positive
+    points become discs (radius :func:`point_radius`) joined by their convex hull when
+    there are three or more; a box and points together give their union. Negative points
+    carve discs out.
     """
     import cv2
 
@@ -146,7 +149,9 @@ def prompt_region(prompt: Prompt, size: tuple[int, int]) -> np.ndarray:
     if prompt.mask is not None:
         return prompt.mask.astype(bool).copy()
     region = np.zeros((h, w), np.uint8)
-    if prompt.box is not None:
+    if prompt.box is not None and box_region is not None:
+        region[np.asarray(box_region, dtype=bool)] = 1
+    elif prompt.box is not None:
         x0, y0, x1, y1 = prompt.box
         xa, ya = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
         xb, yb = min(w, int(np.ceil(x1))), min(h, int(np.ceil(y1)))
