@@ -227,7 +227,7 @@ class Sam2Tracker:
                              run_mem_encoder=False)
         fake = ShotPrompts(0, 0, (h, w), tuple(
             _bare(str(i)) for i in ids))
-        masks = [m for m in self._masks(out, fake) if m.sum() >= min_area * h * w]
+        masks = [m for m in self._masks(out, fake) if m.any() and m.sum() >= min_area * h * w]
         return _dedupe(sorted(masks, key=lambda m: -int(m.sum())), max_overlap)
 
 
