@@ -173,6 +173,15 @@ class VideoInfo:
     holes: tuple[Damage, ...] = field(default=())
     is_color: bool = False  # most sampled frames are in colour (which restorer replaces)
     chroma: float = 0.0  # mean |Pb, Pr| of the sampled frames, 8-bit code values (x 255)
+    last_duration: int = 0  # how long the last frame is shown, in time_base units (0: unknown)
+
+    def frame_duration(self, index: int) -> int:
+        """How long frame ``index`` is shown, in ``time_base`` units (the next frame's pts minus its own)."""
+        if index + 1 < len(self.pts):
+            return self.pts[index + 1] - self.pts[index]
+        if self.last_duration:
+            return self.last_duration
+        return max(1, round(1 / (self.frame_rate * self.time_base))) if self.frame_rate else 1
 
     @property
     def is_yuv(self) -> bool:
@@ -256,7 +265,7 @@ def probe(path: str | Path) -> VideoInfo:
         raise InputError("holds no video frames (truncated or empty)", path=path,
                          hint="re-copy or re-export the file")
     first, samples = _sample_frames(path, keyframes)
-    info = _build_info(path, meta, first, pts, counts)
+    info = _build_info(path, meta, first, pts, counts, packet_ends[0])
     holes = _find_holes(info, fmt_name, declared, demux_error, ends)
     is_color, chroma = _colour_of(samples)
     return VideoInfo(**{**info.__dict__, "holes": tuple(holes), "is_color": is_color, "chroma": chroma})
@@ -454,13 +463,15 @@ def _stream_meta(stream) -> dict:
 
 
 def _build_info(path: Path, meta: dict, frame: av.VideoFrame, pts: list[int],
-                counts: tuple[int, int]) -> VideoInfo:
+                counts: tuple[int, int], video_end: Fraction | None = None) -> VideoInfo:
     tags = [_tag(f, c) for f, c in zip(
         (frame.color_primaries, frame.color_trc, frame.colorspace, frame.color_range), meta["tags"], strict=True)]
     tags[3] = frame.color_range or meta["tags"][3] or 0
     rotation = (frame.rotation % 360) or meta["rotate_meta"]
     tb = meta["time_base"]
     last_duration = 1 / meta["frame_rate"] if meta["frame_rate"] else Fraction(0)
+    if video_end is not None and video_end > pts[-1] * tb:  # the last packet's own duration: a VFR clip's
+        last_duration = video_end - pts[-1] * tb          # last frame need not last 1 / average rate
     sar = meta["sar"] if meta["sar"] > 0 else Fraction(1)
     return VideoInfo(
         path=str(path), width=frame.width, height=frame.height, frame_count=len(pts), time_base=tb,
@@ -468,7 +479,7 @@ def _build_info(path: Path, meta: dict, frame: av.VideoFrame, pts: list[int],
         bit_depth=frame.format.components[0].bits, color_primaries=tags[0], color_trc=tags[1],
         colorspace=tags[2], color_range=tags[3], pts=tuple(pts), audio_streams=counts[0],
         subtitle_streams=counts[1], duration_s=float((pts[-1] - pts[0]) * tb + last_duration),
-        codec=meta["codec"])
+        codec=meta["codec"], last_duration=max(1, round(last_duration / tb)) if last_duration else 0)
 
 
 def _tag(frame_value: int, stream_value: int) -> int:
@@ -866,6 +877,7 @@ class SegmentWriter:
         self.full_range = info.full_range
         self.frames_written = 0
         self._last_index = -1
+        self._durations: dict[int, int] = {}  # pts -> the frame's duration, until its packet is muxed
         self._tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.partial{self.path.suffix}")
         self._container = av.open(str(self._tmp), "w", format=_container_format(self.path),
                                   options={"fflags": "+bitexact"})
@@ -909,9 +921,18 @@ class SegmentWriter:
         frame = self._frame(y_plane, pb, pr)
         frame.pts = self.info.pts[index]
         frame.time_base = self.info.time_base
-        self._container.mux(self._stream.encode(frame))
+        self._durations[frame.pts] = self.info.frame_duration(index)
+        self._mux(self._stream.encode(frame))
         self._last_index = index
         self.frames_written += 1
+
+    def _mux(self, packets) -> None:
+        """Mux with each frame's own duration: encoders leave it 0 and muxers then guess 1 / rate, so a
+        VFR film's last frame would end at the wrong time (no B-frames: a packet's pts is its frame's)."""
+        for packet in packets:
+            if packet.pts is not None and packet.pts in self._durations:
+                packet.duration = self._durations.pop(packet.pts)
+            self._container.mux(packet)
 
     def _frame(self, y: np.ndarray, pb: np.ndarray, pr: np.ndarray) -> av.VideoFrame:
         bits, (sx, sy) = self.bit_depth, self.subsampling
@@ -929,7 +950,7 @@ class SegmentWriter:
         """Flush the encoder, finish the file and rename it to ``path``."""
         if self._container is None:
             return
-        self._container.mux(self._stream.encode(None))
+        self._mux(self._stream.encode(None))
         self._container.close()
         self._container = None
         fsync_file(self._tmp)  # a segment recorded as done must survive a crash of the machine
@@ -1114,6 +1135,8 @@ def _remux(segments: list[Path], source: Path, tmp: Path, output: Path, info: Vi
     try:
         with av.open(str(segments[0])) as first, av.open(str(source)) as src:
             video_out = out.add_stream_from_template(first.streams.video[0])
+            if info.frame_rate:  # the rate the source advertises (a VFR clip's average), else none is written
+                video_out.codec_context.framerate = info.frame_rate
             # the colour tags the chroma was computed with: an ffv1 bitstream does not carry them and
             # the segments' MP4 drops them, so without this a full-range master would read as limited
             cc = video_out.codec_context
