@@ -240,9 +240,7 @@ class PhotoColorizationPipeline:
             log.warning(msg)
             warnings.append(msg)
         shot = self._shot(task.source, photo.luma.shape)
-        masks = np.stack([prompt_mask(i.prompts[0], photo.luma.shape, photo.luma, self.opts.box_refine)
-                          for i in shot.instances]) \
-            if shot.instances else np.zeros((0, *photo.luma.shape), dtype=bool)
+        masks = self._masks(shot, photo.luma)
         ctx = ShotContext(seed=shot_seed(self.opts.seed, 0), prompt=shot.prompt,
                           instances=tuple(InstanceText(i.name, i.text) for i in shot.instances),
                           shot_start=0, shot_end=0, size=photo.luma.shape, source=str(task.source))
@@ -255,6 +253,38 @@ class PhotoColorizationPipeline:
         task.output.parent.mkdir(parents=True, exist_ok=True)
         write_image(task.output, rgb, bit_depth=photo.bit_depth, exif=photo.exif, icc=photo.icc)
         return warnings
+
+    def _masks(self, shot, luma: np.ndarray) -> np.ndarray:
+        """(N, H, W) bool, one per instance: a mask prompt as drawn; a box refined to the object in it
+        (SAM2 with ``--sam2``, else GrabCut on the luma; the rectangle with ``box_refine="off"``)."""
+        size = luma.shape
+        if not shot.instances:
+            return np.zeros((0, *size), dtype=bool)
+        prompts = [i.prompts[0] for i in shot.instances]
+        found = {}
+        if self.opts.sam2 is not None and self.opts.box_refine != "off":
+            found = self._sam2_boxes(shot, luma)
+        return np.stack([found[k] if k in found else prompt_mask(p, size, luma, self.opts.box_refine)
+                         for k, p in enumerate(prompts)])
+
+    def _sam2_boxes(self, shot, luma: np.ndarray) -> dict[int, np.ndarray]:
+        """SAM2's mask for each instance drawn by a box alone (by index; none where SAM2 found nothing)."""
+        import tempfile
+
+        from restorer.models.tracking import InstancePrompts, Prompt, ShotPrompts, open_tracker, track_shot
+
+        boxed = [k for k, i in enumerate(shot.instances) if i.prompts[0].mask is None and i.prompts[0].box is not None]
+        if not boxed:
+            return {}
+        if getattr(self, "_sam2", None) is None:  # loaded once per run, on the first boxed photo
+            device = getattr(self.engine, "device", None)
+            self._sam2 = open_tracker("sam2", self.opts.sam2, device=None if device is None else str(device))
+        one = ShotPrompts(0, 0, tuple(luma.shape), tuple(
+            InstancePrompts(i.name, (Prompt(0, box=tuple(map(float, i.prompts[0].box))),))
+            for i in (shot.instances[k] for k in boxed)))
+        with tempfile.TemporaryDirectory(prefix="restorer-sam2-") as scratch:
+            masks = track_shot(self._sam2, one, lambda a, b: iter([(0, luma)]), scratch).get(0)
+        return {k: masks[j] for j, k in enumerate(boxed) if masks[j].any()}
 
     def _shot(self, source: Path, size: tuple[int, int]):
         from restorer.config import find_sidecar, load_shots, resolve_shots

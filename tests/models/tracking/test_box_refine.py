@@ -213,3 +213,42 @@ def test_film_first_mask_colours_the_disc_not_the_corners(tmp_path, tracker, box
         up = [np.repeat(np.repeat(p, H // p.shape[0], 0), W // p.shape[1], 1) for p in (pb, pr)]
         rgb = np.clip(ypbpr_to_rgb((yy.astype(np.float32) - 16) / 219, up[0], up[1], "bt601"), 0, 1)
         _check(_ab(np.rint(rgb * 255)), disc, box_refine == "grabcut")
+
+
+def test_photo_box_with_sam2_takes_sam2s_mask(tmp_path, monkeypatch):
+    """With ``sam2`` a photo's box is segmented by SAM2 (loaded once per run), GrabCut where it finds nothing.
+
+    The tiny random model's own answer is replaced (it finds nothing): photo x gets a known square from
+    "SAM2", photo y an empty answer."""
+    from sam2_tiny import save_tiny_sam2
+
+    from restorer.models.tracking.sam2 import Sam2Tracker
+    from restorer.pipelines.options import ColorizeOptions
+    from restorer.pipelines.run import colorize_run
+
+    weights = save_tiny_sam2(tmp_path / "sam2")
+    luma, disc = disc_scene()
+    for name in ("x", "y"):
+        Image.fromarray(np.rint(luma * 255).astype(np.uint8), "L").save(tmp_path / f"{name}.png")
+        (tmp_path / f"{name}.shots.yaml").write_text(SHOTS.format(b=BOX), encoding="utf-8")
+    square = np.zeros((H, W), bool)
+    square[40:70, 60:100] = True
+    loads, shots = [], []
+    load, masks = Sam2Tracker.from_pretrained.__func__, Sam2Tracker._masks
+    monkeypatch.setattr(Sam2Tracker, "from_pretrained",
+                        classmethod(lambda cls, *a, **k: loads.append(a) or load(cls, *a, **k)))
+
+    def answer(self, out, shot):
+        real = masks(self, out, shot)  # the model ran on the box
+        assert real.shape == (1, H, W)
+        shots.append(shot)
+        return square[None] if len(shots) == 1 else np.zeros_like(real)
+
+    monkeypatch.setattr(Sam2Tracker, "_masks", answer)
+    out, saved = tmp_path / "out", tmp_path / "masks"
+    colorize_run([tmp_path / "x.png", tmp_path / "y.png"], out,
+                 ColorizeOptions(preset="stencil", quiet=True, sam2=weights, save_masks=saved, device="cpu"))
+    assert len(loads) == 1 and len(shots) == 2
+    assert [p.box for p in shots[0].instances[0].prompts] == [tuple(map(float, BOX))]
+    assert np.array_equal(np.asarray(Image.open(saved / "x" / "00_disc.png")) > 0, square)
+    assert np.array_equal(np.asarray(Image.open(saved / "y" / "00_disc.png")) > 0, refine_box(luma, BOX))
