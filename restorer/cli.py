@@ -95,6 +95,9 @@ def main(quiet_all: bool) -> None:
 @click.option("--tracker", type=click.Choice(["sam2", "flow", "static"]), default=None,
               help="How instances follow their objects (default: sam2 with --sam2, else flow).")
 @click.option("--sam2", type=click.Path(path_type=Path), default=None, help="Local SAM2 folder.")
+@click.option("--box-refine", type=click.Choice(["grabcut", "off"]), default="grabcut", show_default=True,
+              help="A box prompt becomes the object inside it (GrabCut on the luma; SAM2 with --sam2), or stays "
+                   "a rectangle (off).")
 @click.option("--save-masks", type=click.Path(path_type=Path), default=None,
               help="Write each instance's mask here as PNGs (a film: one per frame; a photo: one per instance).")
 @click.option("--chunk-frames", type=click.IntRange(8, 100000), default=240, show_default=True,
@@ -106,7 +109,8 @@ def main(quiet_all: bool) -> None:
 @click.option("--fusion", type=click.Choice(["literal", "convex", "vp"]), default=None,
               help="Latent fusion form (Eq. 8).")
 def colorize(inputs, output, shots, preset, device, dtype, threads, seed, overwrite, codec, bit_depth, report, strict,
-             quiet, weights, base, tracker, sam2, save_masks, chunk_frames, steps, guidance, alpha, beta, fusion):
+             quiet, weights, base, tracker, sam2, box_refine, save_masks, chunk_frames, steps, guidance, alpha, beta,
+             fusion):
     """Colorize INPUTS (a film, images, or folders of images) into OUTPUT."""
     from restorer.console import setup_logging
     from restorer.pipelines.run import colorize_run
@@ -121,7 +125,7 @@ def colorize(inputs, output, shots, preset, device, dtype, threads, seed, overwr
                            overwrite=overwrite, codec=codec,
                            bit_depth=int(bit_depth) if bit_depth else None, strict=strict, quiet=quiet,
                            shots=shots, report=report, weights=weights, base=base, tracker=tracker, sam2=sam2,
-                           save_masks=save_masks, chunk_frames=chunk_frames, overrides=overrides)
+                           box_refine=box_refine, save_masks=save_masks, chunk_frames=chunk_frames, overrides=overrides)
     colorize_run(list(inputs), output, opts)
 
 
@@ -171,7 +175,7 @@ def watch(folder, output, preset, device, dtype, threads, seed, weights, base, o
 
         torch.set_num_threads(threads)
     engine = open_engine(chosen, device=resolve_device(device), weights=weights, base=base,
-                         **({"dtype": dtype} if dtype != "auto" else {}))
+                         dtype=dtype)
     try:
         n = watch_folder(folder, output, PhotoColorizationPipeline(engine, opts), settle=settle, once=once)
     except KeyboardInterrupt:

@@ -195,3 +195,20 @@ def test_library_options_default_to_the_clis_preset_and_fingerprint_their_weight
     assert fa["preset_config"]["name"] == "tiny"
     assert fa != fb  # other weights: a resumed job starts over
     assert ColorizeOptions().result_settings() != ColorizeOptions(preset="stencil").result_settings()
+
+
+def test_dtype_float16_colours_a_photo_with_an_instance_on_the_cpu(tmp_path, restorer) -> None:
+    from restorer.io.color import srgb_to_lab
+
+    src = _photo(tmp_path / "old.png", size=(64, 48))
+    _box_sidecar(src, [8, 8, 40, 40])
+    outs = {}
+    for dtype in ("float32", "float16"):
+        out = tmp_path / f"out_{dtype}.png"
+        proc = restorer("colorize", src, "-o", out, "--dtype", dtype, "--device", "cpu", "--steps", "4",
+                        "--box-refine", "off", "--quiet", timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        outs[dtype] = srgb_to_lab(np.asarray(Image.open(out).convert("RGB"), np.float32) / 255)[..., 1:]
+    inside = outs["float32"][8:40, 8:40]
+    assert np.hypot(*inside.mean((0, 1))) > 3  # the instance is coloured ...
+    assert np.abs(outs["float16"] - outs["float32"]).mean() < 3  # ... and half precision agrees

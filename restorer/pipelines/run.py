@@ -91,7 +91,7 @@ def colorize_run(inputs: list[Path], output: Path, opts: ColorizeOptions) -> dic
     device = "cpu" if opts.device == "auto" and preset.runs_on == "cpu" else resolve_device(opts.device)
     clock = Stopwatch()
     engine = open_engine(preset, device=device, weights=opts.weights, base=opts.base, overrides=opts.overrides,
-                         **({"dtype": opts.dtype} if opts.dtype != "auto" else {}))
+                         dtype=opts.dtype)
     try:
         with progress(enabled=not opts.quiet) as bar:
             if kind == "video":
