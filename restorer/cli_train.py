@@ -34,7 +34,10 @@ def dataset() -> None:
 @click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Dataset folder to write (resumes if it exists).")
 @click.option("--val-fraction", default=0.1, show_default=True, type=click.FloatRange(0.0, 0.9),
-              help="Share of photos held out for validation (by file-name hash).")
+              help="Share of photos held out as the development split (settings are chosen on it; by file-name "
+                   "hash, series and near-duplicates kept on one side).")
+@click.option("--test-fraction", default=0.1, show_default=True, type=click.FloatRange(0.0, 0.9),
+              help="Share held out as the test split (scored once per shipped model; 0: none).")
 @click.option("--size", default=256, show_default=True, type=click.IntRange(32, 4096),
               help="Long side of the stored images and masks.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same dataset.")
@@ -44,7 +47,8 @@ def dataset() -> None:
 @click.option("--sam2", type=click.Path(path_type=Path), default=None,
               help="Local SAM2 folder: instance masks from its automatic mask generator, the pixels it "
                    "leaves uncovered from the colour segmentation (default: colour segmentation alone).")
-def dataset_build(images: Path, out: Path, val_fraction: float, size: int, seed: int, threads: int,
+def dataset_build(images: Path, out: Path, val_fraction: float, test_fraction: float, size: int, seed: int,
+                  threads: int,
                   contact_sheet: Path | None, sam2: Path | None) -> None:
     """Build a dataset from the colour photos in IMAGES.
 
@@ -55,10 +59,16 @@ def dataset_build(images: Path, out: Path, val_fraction: float, size: int, seed:
     from restorer.pipelines.dataset import build_dataset, dataset_contact_sheet
 
     _threads(threads)
-    manifest = build_dataset(images, out, val_fraction=val_fraction, size=size, seed=seed, sam2=sam2)
+    if val_fraction + test_fraction > 0.9:
+        from restorer.errors import InputError
+
+        raise InputError(f"--val-fraction {val_fraction} and --test-fraction {test_fraction} leave too little "
+                         "to train on", hint="keep their sum at 0.9 or below")
+    manifest = build_dataset(images, out, val_fraction=val_fraction, test_fraction=test_fraction, size=size,
+                             seed=seed, sam2=sam2)
     if contact_sheet:
         dataset_contact_sheet(out, contact_sheet)
-    click.echo(json.dumps({k: manifest[k] for k in ("count", "train", "val", "inputs_sha256")}))
+    click.echo(json.dumps({k: manifest[k] for k in ("count", "train", "val", "test", "inputs_sha256")}))
 
 
 @click.command("train")
@@ -124,6 +134,9 @@ def train(preset: str, data: Path, out: Path, stage: str, steps: int, resume: bo
 @click.option("--split", "split_data", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="Instead of PRED GT: colorize this dataset's validation split with the "
                                  "preset and measure everything, binding and leakage included.")
+@click.option("--subset", type=click.Choice(["dev", "test"]), default="dev", show_default=True,
+              help="With --split: the development split (choose settings here) or the test split (score each "
+                   "shipped model once, and record the look in its RECIPE.md).")
 @click.option("--preset", default="tiny", show_default=True, help="Preset name or YAML path to evaluate.")
 @click.option("--weights", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Weights folder to evaluate (default: the preset's own).")
@@ -133,7 +146,7 @@ def train(preset: str, data: Path, out: Path, stage: str, steps: int, resume: bo
 @click.option("--per-image", default=3, show_default=True, type=click.IntRange(0),
               help="With --split: instances per photo given a counter colour (binding, leakage).")
 @click.option("--threads", default=1, show_default=True, type=int, help="torch CPU threads.")
-def evaluate(pred: Path | None, gt: Path | None, out: Path | None, split_data: Path | None, preset: str,
+def evaluate(pred: Path | None, gt: Path | None, out: Path | None, split_data: Path | None, subset: str, preset: str,
              weights: Path | None, save_dir: Path | None, per_image: int, threads: int) -> None:
     """Compare PRED with GT (folders of images, or films) and write metrics as JSON."""
     from restorer.errors import InputError
@@ -141,7 +154,10 @@ def evaluate(pred: Path | None, gt: Path | None, out: Path | None, split_data: P
 
     _threads(threads)
     if split_data is not None:
-        result = ev.evaluate_split(split_data, preset=preset, weights=weights, save=save_dir, per_image=per_image)
+        if subset == "test":
+            log.warning("scoring the test split: record this look in the model's RECIPE.md, and choose nothing on it")
+        result = ev.evaluate_split(split_data, preset=preset, weights=weights, save=save_dir, per_image=per_image,
+                                   split="val" if subset == "dev" else "test")
         result.pop("raw")
         if save_dir is not None:
             ev.contact_sheet(save_dir, save_dir / "contact_sheet.png")

@@ -20,16 +20,19 @@ For each colour photo (sorted by name, so the output does not depend on the file
 4. a global text starting with the overall tone and listing the largest regions with colours:
    "a warm, colourful photo of a blue sky, a green tree and a gray area".
 
-Development split (``val`` in the records; settings are chosen on it, so it is not a test set): a
-photo is a candidate when the first 8 hex digits of the SHA-256 of its *file name* fall below
-``val_fraction`` of the range. Photos are then grouped: a series (the same file-name stem before
+Splits: ``train``; ``val``, the *development* split (settings are chosen on it, so it is not a test
+set); and ``test`` (scored once per shipped model, never used to choose anything). A photo is a
+``val`` candidate when the first 8 hex digits of the SHA-256 of its *file name* fall below
+``val_fraction`` of the range, a ``test`` candidate in the next ``test_fraction``. Photos are then
+grouped: a series (the same file-name stem before
 its trailing number, ``fish1``, ``fish12``) and near-duplicates (a 64-bit DCT perceptual hash of
 the stored image within :data:`NEAR_DUPLICATE_BITS` bits, e.g. a resized copy under another name)
-form one group, and a group is in ``val`` only if every member is a candidate; otherwise all of it
-is in ``train``. So no photo has a sibling or a copy on the other side, and a photo can only ever
-move from ``val`` to ``train`` (when a sibling or copy of it is added), never the other way: a
-model trained on an older ``train`` never finds its training photos in a newer ``val``. The
-manifest lists the photos moved and why.
+form one group, and a group is in ``val`` (``test``) only if every member is a ``val`` (``test``)
+candidate; otherwise all of it is in ``train``. So no photo has a sibling or a copy on another side,
+and a photo can only ever move from ``val`` or ``test`` to ``train`` (when a sibling or copy of it is
+added), never the other way: a model trained on an older ``train`` never finds its training photos
+in a newer ``val`` or ``test`` built with the same fractions. The manifest lists the photos moved and
+why.
 
 Resumable: each photo's record is written (atomically) to ``records/NAME.json`` and skipped
 when present; ``dataset.jsonl`` and ``manifest.json`` (with the SHA-256 of the sorted inputs'
@@ -74,6 +77,7 @@ IMAGE_SUFFIXES = PHOTO_SUFFIXES | {".bmp"}  # training images may also be BMP; o
 class BuildOptions:
     size: int = 256
     val_fraction: float = 0.1
+    test_fraction: float = 0.1
     min_regions: int = 3
     max_regions: int = 12
     min_area: float = 0.02
@@ -94,9 +98,24 @@ def name_color(lab: np.ndarray, palette: dict[str, np.ndarray] | None = None) ->
     return min(palette, key=lambda n: float((((palette[n] - lab) * w) ** 2).sum()))
 
 
+def _name_position(name: str) -> int:
+    return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)
+
+
 def in_validation(name: str, fraction: float) -> bool:
     """Whether a file name is a development candidate (see the module docstring; groups decide)."""
-    return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) < fraction * 0x100000000
+    return _name_position(name) < fraction * 0x100000000
+
+
+def split_candidate(name: str, val_fraction: float, test_fraction: float = 0.0) -> str:
+    """The split a file name asks for by its hash: ``val`` below ``val_fraction`` of the range, ``test``
+    in the next ``test_fraction``, else ``train`` (its group decides in the end: :func:`assign_splits`)."""
+    pos = _name_position(name)
+    if pos < val_fraction * 0x100000000:
+        return "val"
+    if pos < (val_fraction + test_fraction) * 0x100000000:
+        return "test"
+    return "train"
 
 
 NEAR_DUPLICATE_BITS = 10  # of 64: resized or recompressed copies differ by a few bits, other photos by ~32
@@ -119,9 +138,12 @@ def perceptual_hash(rgb: np.ndarray) -> int:
     return int("".join("1" if b else "0" for b in bits), 2)
 
 
-def assign_splits(names: list[str], hashes: list[int], fraction: float,
+def assign_splits(names: list[str], hashes: list[int], fraction: float, test_fraction: float = 0.0,
                   max_bits: int = NEAR_DUPLICATE_BITS) -> tuple[dict[str, str], dict[str, str]]:
-    """Each name's split and, for candidates moved to ``train``, why (see the module docstring)."""
+    """Each name's split and, for ``val``/``test`` candidates moved to ``train``, why (module docstring).
+
+    A group (a series and its near-duplicates) is ``val`` or ``test`` only if every member asks for that
+    split; any other group is ``train``."""
     parent = list(range(len(names)))
 
     def find(i: int) -> int:
@@ -152,11 +174,11 @@ def assign_splits(names: list[str], hashes: list[int], fraction: float,
         groups.setdefault(find(i), []).append(i)
     split, moved = {}, {}
     for members in groups.values():
-        candidates = [in_validation(names[i], fraction) for i in members]
-        side = "val" if all(candidates) else "train"
-        for i, cand in zip(members, candidates, strict=True):
+        wanted = [split_candidate(names[i], fraction, test_fraction) for i in members]
+        side = wanted[0] if len(set(wanted)) == 1 else "train"
+        for i, want in zip(members, wanted, strict=True):
             split[names[i]] = side
-            if cand and side == "train":
+            if want != "train" and side == "train":
                 copies = [names[j] for j in near.get(i, [])]
                 siblings = [names[j] for j in members if j != i and series_key(names[j]) == series_key(names[i])]
                 moved[names[i]] = (f"near-duplicate of {copies[0]}" if copies else
@@ -411,7 +433,7 @@ def _build_one(path: Path, out: Path, opts: BuildOptions, namer, palette,
     Image.fromarray((rgb * 255).round().astype(np.uint8)).save(out / "images" / f"{stem}.png")
     Image.fromarray(labels).save(out / "masks" / f"{stem}.png")
     rec = {"name": stem, "source": path.name, "sha256": _file_hash(path),
-           "split": "val" if in_validation(path.name, opts.val_fraction) else "train",
+           "split": split_candidate(path.name, opts.val_fraction, opts.test_fraction),
            "image": f"images/{stem}.png", "masks": f"masks/{stem}.png",
            "size": [int(rgb.shape[0]), int(rgb.shape[1])], **describe(rgb, labels, namer, palette)}
     if sam2 is not None:
@@ -419,7 +441,8 @@ def _build_one(path: Path, out: Path, opts: BuildOptions, namer, palette,
     return rec
 
 
-def build_dataset(images: Path | Iterable[Path], out: Path, *, val_fraction: float = 0.1, size: int = 256,
+def build_dataset(images: Path | Iterable[Path], out: Path, *, val_fraction: float = 0.1,
+                  test_fraction: float = 0.1, size: int = 256,
                   seed: int = 0, limit: int | None = None, progress=None, namer=None,
                   sam2: str | Path | None = None, device: str | None = None) -> dict[str, Any]:
     """Build (or resume building) a dataset folder; returns the manifest.
@@ -427,7 +450,9 @@ def build_dataset(images: Path | Iterable[Path], out: Path, *, val_fraction: flo
     Args:
         images: a folder of colour photos, or a list of files.
         out: the dataset folder (created; records already there are kept, i.e. resumed).
-        val_fraction: share of photos (by name hash) held out as the validation split.
+        val_fraction: share of photos (by name hash) held out as the development split (``val``).
+        test_fraction: share held out as the test split (scored once per shipped model, never used
+            to choose anything); 0 for none, as the shipped tiny was trained.
         size: long side of the stored images and masks.
         seed: recorded in the manifest; the builder itself draws no random numbers.
         limit: only the first ``limit`` photos (tests).
@@ -452,7 +477,7 @@ def build_dataset(images: Path | Iterable[Path], out: Path, *, val_fraction: flo
     _check_mask_source(out, paths, source)
     for sub in ("images", "masks", "records"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    opts = BuildOptions(size=size, val_fraction=val_fraction)
+    opts = BuildOptions(size=size, val_fraction=val_fraction, test_fraction=test_fraction)
     palette = palette_lab()
     records = []
     for i, path in enumerate(paths):
@@ -465,11 +490,12 @@ def build_dataset(images: Path | Iterable[Path], out: Path, *, val_fraction: flo
             _atomic_text(rec_path, json.dumps(records[-1], sort_keys=True))
         if progress:
             progress(i + 1, len(paths), path.name)
-    moved = _split_records(out, records, opts.val_fraction)
+    moved = _split_records(out, records, opts.val_fraction, opts.test_fraction)
     return _write_index(out, records, opts, seed, source, moved)
 
 
-def _split_records(out: Path, records: list[dict[str, Any]], fraction: float) -> dict[str, str]:
+def _split_records(out: Path, records: list[dict[str, Any]], fraction: float,
+                   test_fraction: float = 0.0) -> dict[str, str]:
     """Give every record its group's split (hashes of the stored images); rewrite records that change."""
     changed = set()
     for rec in records:
@@ -477,7 +503,8 @@ def _split_records(out: Path, records: list[dict[str, Any]], fraction: float) ->
             with Image.open(out / rec["image"]) as im:
                 rec["phash"] = f"{perceptual_hash(np.asarray(im.convert('RGB'), np.float32)):016x}"
             changed.add(rec["name"])
-    split, moved = assign_splits([r["source"] for r in records], [int(r["phash"], 16) for r in records], fraction)
+    split, moved = assign_splits([r["source"] for r in records], [int(r["phash"], 16) for r in records], fraction,
+                                 test_fraction)
     for rec in records:
         if rec["split"] != split[rec["source"]]:
             rec["split"] = split[rec["source"]]
@@ -507,6 +534,7 @@ def _write_index(out: Path, records: list[dict[str, Any]], opts: BuildOptions, s
     manifest = {"version": 1, "inputs_sha256": digest, "count": len(records),
                 "train": sum(r["split"] == "train" for r in records),
                 "val": sum(r["split"] == "val" for r in records),
+                "test": sum(r["split"] == "test" for r in records),
                 "options": opts.__dict__, "seed": seed, "palette": list(PALETTE),
                 "counter_colors": list(COUNTER_COLORS),
                 "moved_to_train": dict(sorted((moved or {}).items())),

@@ -137,3 +137,50 @@ def test_build_puts_a_copy_and_its_original_on_one_side(tmp_path) -> None:
 def test_no_development_split_when_none_is_asked_for(fraction) -> None:
     split, moved = assign_splits(["a.jpg", "b.jpg"], [0, 2 ** 64 - 1], fraction)
     assert set(split.values()) == {"train"} and moved == {}
+
+
+def test_three_splits_keep_groups_whole_and_only_shrink_into_train() -> None:
+    from restorer.pipelines.dataset import split_candidate
+
+    rng = np.random.default_rng(2)
+    names = [f"s{k % 9}-{k}.jpg" if k % 4 == 0 else f"lone{k}x.jpg" for k in range(400)]
+    hashes = [int(rng.integers(0, 2 ** 63)) for _ in names]
+    split, moved = assign_splits(names, hashes, 0.2, 0.2)
+    sides = {n: split_candidate(n, 0.2, 0.2) for n in names}
+    assert {"train", "val", "test"} == set(split.values())
+    for n in names:  # a photo is where its name asks, or in train
+        assert split[n] in (sides[n], "train")
+        assert (n in moved) == (split[n] != sides[n])
+    for key in {series_key(n) for n in names}:  # a series is on one side
+        assert len({split[n] for n in names if series_key(n) == key}) == 1
+    # the shares are about what was asked (lone photos dominate; series go to train)
+    lone = [n for n in names if n.startswith("lone")]
+    assert 0.12 < sum(split[n] == "test" for n in lone) / len(lone) < 0.28
+
+
+def test_no_test_split_keeps_the_development_split_as_it_was() -> None:
+    paths = sorted(POOL.glob("*.jpg"))[:120]
+    names = [p.name for p in paths]
+    hashes = [perceptual_hash(load_rgb(p, 64)) for p in paths]
+    two, _ = assign_splits(names, hashes, 0.1)
+    three, _ = assign_splits(names, hashes, 0.1, 0.1)
+    assert {n for n in names if two[n] == "val"} == {n for n in names if three[n] == "val"}
+    assert all(two[n] == "train" for n in names if three[n] == "test")
+
+
+def test_dataset_build_cli_reports_three_splits(tmp_path, restorer) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(8)
+    for k in range(12):
+        img = np.zeros((40, 48, 3), np.uint8)
+        img[:20] = rng.integers(0, 255, 3)
+        img[20:] = rng.integers(0, 255, 3)
+        Image.fromarray(img).save(photos / f"photo{k}x.png")
+    proc = restorer("dataset", "build", photos, "-o", tmp_path / "d", "--size", "48", "--val-fraction", "0.3",
+                    "--test-fraction", "0.3", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["train"] + summary["val"] + summary["test"] == summary["count"] == 12
+    bad = restorer("dataset", "build", photos, "-o", tmp_path / "e", "--val-fraction", "0.5", "--test-fraction", "0.5")
+    assert bad.returncode == 2 and "too little" in bad.stderr
