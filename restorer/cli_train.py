@@ -145,9 +145,12 @@ def train(preset: str, data: Path, out: Path, stage: str, steps: int, resume: bo
                    "sheet (own texts | one text changed) here.")
 @click.option("--per-image", default=3, show_default=True, type=click.IntRange(0),
               help="With --split: instances per photo given a counter colour (binding, leakage).")
+@click.option("--hard", is_flag=True,
+              help="With --split: also the hard binding evaluation (unseen colour words, free phrasings, one object "
+                   "at a time on an automatic photo, leakage in the border band).")
 @click.option("--threads", default=1, show_default=True, type=int, help="torch CPU threads.")
 def evaluate(pred: Path | None, gt: Path | None, out: Path | None, split_data: Path | None, subset: str, preset: str,
-             weights: Path | None, save_dir: Path | None, per_image: int, threads: int) -> None:
+             weights: Path | None, save_dir: Path | None, per_image: int, hard: bool, threads: int) -> None:
     """Compare PRED with GT (folders of images, or films) and write metrics as JSON."""
     from restorer.errors import InputError
     from restorer.pipelines import evaluate as ev
@@ -159,6 +162,10 @@ def evaluate(pred: Path | None, gt: Path | None, out: Path | None, split_data: P
         result = ev.evaluate_split(split_data, preset=preset, weights=weights, save=save_dir, per_image=per_image,
                                    split="val" if subset == "dev" else "test")
         result.pop("raw")
+        if hard:
+            result["hard"] = ev.evaluate_hard(split_data, preset=preset, weights=weights, save=save_dir,
+                                              split="val" if subset == "dev" else "test")
+            result["hard"].pop("raw")
         if save_dir is not None:
             ev.contact_sheet(save_dir, save_dir / "contact_sheet.png")
             if per_image:

@@ -374,6 +374,119 @@ def evaluate_split(data: Path, *, preset: str = "tiny", weights: Path | None = N
     return result
 
 
+# Colour words no training text holds (training uses PALETTE and COUNTER_COLORS), vivid (chroma > 45).
+HARD_COLORS = ("crimson", "scarlet", "mustard", "amber", "emerald", "turquoise", "cobalt", "magenta", "lime",
+               "fuchsia")
+# Phrasings no training text has (training says "a {colour} {object}").
+HARD_PHRASINGS = ("the {obj} should be bright {color}", "make the {obj} {color}", "{color} {obj}",
+                  "a {obj} painted {color}")
+BAND_FRACTION = 0.02  # the border band: up to 2 % of the image diagonal outside the mask
+
+
+def hard_color(true_lab) -> str:
+    """A colour word from :data:`HARD_COLORS` at least 90° of hue from the truth (any for a near-gray
+    truth), the closest in L*; ties by name."""
+    from restorer.io.color import hue_difference_deg, lab_chroma, lab_hue_deg
+    from restorer.models.colornames import parse_color
+
+    lab = np.asarray(true_lab, np.float64)
+    labs = {c: np.asarray(parse_color(c).lab, np.float64) for c in HARD_COLORS}
+    far = [c for c, v in labs.items()
+           if lab_chroma(lab[1:]) < 10 or hue_difference_deg(lab_hue_deg(lab[1:]), lab_hue_deg(v[1:])) >= 90]
+    return min(far, key=lambda c: (abs(labs[c][0] - lab[0]), c))
+
+
+def border_band(mask: np.ndarray, fraction: float = BAND_FRACTION) -> np.ndarray:
+    """The pixels just outside ``mask``: within ``fraction`` of the image diagonal of it, not in it."""
+    import cv2
+
+    r = max(2, int(round(fraction * float(np.hypot(*mask.shape)))))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool) & ~mask
+
+
+def delta_ab(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
+    """Mean |Δa*b*| of two RGB (0..255) outputs over ``where`` (0 where it is empty)."""
+    from restorer.io.color import srgb_to_lab
+
+    if not where.any():
+        return 0.0
+    d = srgb_to_lab(np.asarray(a, np.float64) / 255)[..., 1:] - srgb_to_lab(np.asarray(b, np.float64) / 255)[..., 1:]
+    return float(np.hypot(d[..., 0], d[..., 1])[where].mean())
+
+
+def evaluate_hard(data: Path, *, preset: str = "tiny", weights: Path | None = None, split: str = "val",
+                  objects: int = 2, min_area: float = 0.03, max_area: float = 0.4, seed: int = 0,
+                  limit: int | None = None, shard: tuple[int, int] = (0, 1), save: Path | None = None,
+                  overrides: dict[str, Any] | None = None, base: Path | None = None) -> dict[str, Any]:
+    """Instance texts measured the hard way, as a user gives them.
+
+    Per photo, up to ``objects`` regions covering ``min_area``..``max_area`` of it (objects, not the
+    background) each get a text on an otherwise automatic photo, one at a time: a colour word no
+    training text holds (:data:`HARD_COLORS`, >= 90° of hue from the truth), in a phrasing no training
+    text has (:data:`HARD_PHRASINGS`, in turn). Binding as in :func:`bound`; leakage against the
+    automatic output of the same photo, in the border band just outside the mask
+    (:func:`border_band`, where colour bleeds) and beyond the 5 % margin (:func:`outside`).
+    """
+    from restorer.io.color import srgb_to_lab
+    from restorer.models.colornames import parse_color
+    from restorer.pipelines.dataset import load_record, read_dataset
+    from restorer.pipelines.options import shot_seed
+    from restorer.presets import load_preset, open_engine
+
+    records = read_dataset(data, split)[:limit][shard[0]::shard[1]]
+    if not records:
+        raise InputError(f"the dataset has no '{split}' photos", path=data)
+    chosen = load_preset(preset)
+    engine = open_engine(chosen, device="cpu", weights=weights, base=base, overrides=overrides or {})
+    raw: dict[str, list] = {"hard_binding": [], "band_leakage": [], "far_leakage": [], "hard": []}
+    k = 0
+    try:
+        for rec in records:
+            rgb, labels = load_record(data, rec)
+            luma = (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]).astype(np.float32)
+            auto = colorize(engine, luma, [], np.zeros((0, *luma.shape), bool), shot_seed(seed, 0))
+            picked = sorted((i for i in rec["instances"] if min_area <= i["area"] <= max_area),
+                            key=lambda i: -i["area"])[:objects]
+            for inst in picked:
+                color = hard_color(inst["lab"])
+                obj = inst["object"] if inst["object"] != "area" else "thing"
+                text = HARD_PHRASINGS[k % len(HARD_PHRASINGS)].format(obj=obj, color=color)
+                k += 1
+                m = labels == inst["id"]
+                out = colorize(engine, luma, [text], m[None], shot_seed(seed, 0))
+                ok = bound(out, m, tuple(parse_color(color).lab))
+                band, far = delta_ab(auto, out, border_band(m)), delta_ab(auto, out, outside(m))
+                raw["hard_binding"].append(ok)
+                raw["band_leakage"].append(band)
+                raw["far_leakage"].append(far)
+                ab = srgb_to_lab(np.asarray(out, np.float64)[m] / 255)[:, 1:].mean(0)
+                raw["hard"].append({"name": rec["name"], "id": inst["id"], "text": text, "bound": ok,
+                                    "band_leakage": round(band, 3), "far_leakage": round(far, 3),
+                                    "mean_ab": [round(float(v), 2) for v in ab]})
+                if save is not None:
+                    _save(save / "hard" / f"{rec['name']}__{inst['id']}_{color}.png", out)
+    finally:
+        close = getattr(engine, "close", None)
+        if close is not None:
+            close()
+    result = merge_hard([{"raw": raw}])
+    result.update({"split": split, "preset": chosen.name, "engine": engine.name, "shard": list(shard), "raw": raw})
+    return result
+
+
+def merge_hard(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summary of one or more :func:`evaluate_hard` results."""
+    raw = {key: [x for p in parts for x in p["raw"][key]]
+           for key in ("hard_binding", "band_leakage", "far_leakage", "hard")}
+    n = len(raw["hard_binding"])
+    return {"hard_instances": n,
+            "hard_binding": float(np.mean(raw["hard_binding"])) if n else None,
+            "band_leakage": float(np.mean(raw["band_leakage"])) if n else None,
+            "band_leakage_max": float(np.max(raw["band_leakage"])) if n else None,
+            "far_leakage": float(np.mean(raw["far_leakage"])) if n else None}
+
+
 def merge_results(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """The summary of one or more :func:`evaluate_split` results (their ``raw`` lists joined)."""
     raw = {k: [x for p in parts for x in p["raw"][k]] for k in ("automatic", "gray", "binding", "leakage", "images")}
