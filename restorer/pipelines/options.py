@@ -31,6 +31,10 @@ class ColorizeOptions:
     box_refine: str = "grabcut"  # a box prompt refined to the object inside it (grabcut), or kept (off)
     save_masks: Path | None = None
     chunk_frames: int = 240
+    # the temporal stage of a film: "propagate" (engine on keyframes, chroma carried by optical flow
+    # between them) or "off" (every frame coloured by the engine on its own)
+    temporal: str = "off"
+    keyframe_interval: int = 24  # never more than this many frames of a shot without a keyframe
     overrides: dict[str, Any] = field(default_factory=dict)
     # the loaded preset, so an edited YAML counts; filled from ``preset`` when left empty
     preset_config: dict[str, Any] = field(default_factory=dict)
@@ -53,7 +57,7 @@ class ColorizeOptions:
 
         self.resolved_preset()
         keep = ("preset", "seed", "dtype", "codec", "bit_depth", "weights", "base", "tracker", "sam2",
-                "box_refine", "chunk_frames", "overrides", "preset_config")
+                "box_refine", "chunk_frames", "temporal", "keyframe_interval", "overrides", "preset_config")
         d = asdict(self)
         return {"version": __version__, **{k: (str(d[k]) if isinstance(d[k], Path) else d[k]) for k in keep},
                 "assets": self.assets()}
