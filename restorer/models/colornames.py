@@ -34,6 +34,12 @@ MODIFIERS: dict[str, tuple[float, float]] = {
     "intense": (0.0, 1.35), "saturated": (0.0, 1.4), "desaturated": (0.0, 0.5),
     "neon": (0.1, 1.5), "grayish": (0.0, 0.5), "washed": (0.25, 0.45),
 }
+# The colour words of tiny's training texts ("a {colour} {object}"; restorer.pipelines.dataset names each
+# region with the nearest of them): an instance text with another colour is read as the nearest of these
+# (restorer.models.mtcolor.text.canonical_text).
+TRAINED_COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "gray", "white", "black",
+                   "teal", "beige", "olive", "navy", "maroon", "tan", "sky blue", "dark green", "light blue",
+                   "dark brown", "khaki")
 _INTENSIFIERS = {"very": 1.6, "slightly": 0.5}
 
 # Global tints for shot prompts: phrase -> (a*, b*), low chroma on purpose.

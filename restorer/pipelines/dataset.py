@@ -59,12 +59,11 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from restorer.io.images import IMAGE_SUFFIXES as PHOTO_SUFFIXES
+from restorer.models.colornames import TRAINED_COLOURS
 
 log = logging.getLogger(__name__)
 
-PALETTE = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "gray", "white", "black",
-           "teal", "beige", "olive", "navy", "maroon", "tan", "sky blue", "dark green", "light blue",
-           "dark brown", "khaki")
+PALETTE = TRAINED_COLOURS  # the colour words of the training texts (one list for the data and the model)
 # Vivid colours a counter-colour instance (training augmentation, eval binding) may be asked to take.
 COUNTER_COLORS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "teal")
 GENERIC = "area"

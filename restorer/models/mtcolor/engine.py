@@ -22,7 +22,8 @@ sd15), ``steps``, ``guidance``, ``eta``, ``alpha``, ``beta``, ``fusion`` (vp | l
 ``crop``, ``margin``; tiny: ``grid``, ``features``, ``model`` (U-Net widths etc.),
 ``init_seed``, ``scheduler``, ``prior`` (use the weights' colour prior, default true),
 ``prior_temperature``, ``prior_strength``, ``prompt_strength`` (the strength when the shot has a
-global prompt; see :mod:`restorer.models.mtcolor.prior`);
+global prompt; see :mod:`restorer.models.mtcolor.prior`), ``canonical_texts`` (read instance texts
+in the form and colour words of the training texts: :func:`restorer.models.mtcolor.text.canonical_text`);
 sd15: ``size``, ``base_config``.
 """
 
@@ -277,6 +278,11 @@ def _open_tiny(opts: dict, device: str, weights: Path | None, dtype: torch.dtype
     root = resolve(weights, "RESTORER_WEIGHTS") or tiny.shipped()
     model = tiny.load(root, opts) if root is not None else tiny.random_init(opts)
     text = MiniLMText("cpu")
+    if opts.get("canonical_texts", False):  # instance texts in the words tiny was trained on
+        from restorer.models.colornames import TRAINED_COLOURS
+        from restorer.models.mtcolor.text import CanonicalText
+
+        text = CanonicalText(text, TRAINED_COLOURS)
     space = TinySpace(grid=int(opts.get("grid", 32)), multiple=tiny.multiple(model.unet), features=features,
                       ab_scale=float(opts.get("ab_scale", AB_SCALE)))
     prior = tiny.load_prior(root) if root is not None and features is not None and opts.get("prior", True) else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import torch
 
 
@@ -24,6 +25,73 @@ class TextEncoder(Protocol):
     def pooled(self, texts: list[str]) -> torch.Tensor:
         """(n, dim) one vector per text."""
         ...
+
+
+# Words of an instance text that name neither the colour nor the object ("the coat should be bright red").
+_FILLER = {"a", "an", "the", "should", "be", "is", "are", "make", "made", "paint", "painted", "colour", "color",
+           "coloured", "colored", "in", "of", "with", "it", "its", "please", "and", "bright", "vivid", "deep",
+           "dark", "light", "pale", "very", "slightly", "turn", "turned", "look", "looks", "like", "all"}
+
+
+def canonical_text(text: str, words: tuple[str, ...]) -> str:
+    """An instance text in the form and the colour words a model was trained on.
+
+    tiny was trained on "a {colour} {object}" with the colours in ``words``. A text naming another
+    colour of the lexicon ("the umbrella should be bright crimson") becomes "a {nearest trained
+    colour} {object}" ("a red umbrella"): for a vivid colour, among the vivid trained colours within
+    30° of its hue the one scoring best on chroma minus twice the hue gap (the nearest in hue if none
+    is that close); for a muted one, the nearest in CIELab with L* at half weight (the picture keeps
+    its own luma, so hue and chroma are what a text can change). A text already in that form with a trained
+    colour, or with no colour name, is returned as it is.
+    """
+    from restorer.errors import InputError
+    from restorer.io.color import hue_difference_deg, lab_chroma, lab_hue_deg
+    from restorer.models.colornames import parse_color
+
+    plain = " ".join(text.lower().split())
+    if any(plain.startswith(f"a {w} ") for w in words):  # the training form already ("a red golden retriever":
+        return text                                        # the object's own colour words stay the object's)
+    try:
+        match = parse_color(text)
+    except InputError:
+        return text
+    rest = (text[:match.span[0]] + " " + text[match.span[1]:]).lower().replace(",", " ").split()
+    obj = " ".join(w for w in rest if w not in _FILLER) or "area"
+    if match.name in words:
+        colour = match.name
+    else:
+        lab = np.asarray(match.lab, np.float64)
+        labs = {w: np.asarray(parse_color(w).lab, np.float64) for w in words}
+        vivid = [w for w, v in labs.items() if lab_chroma(v[1:]) >= 20]
+
+        def hue_gap(w: str) -> float:
+            return float(hue_difference_deg(lab_hue_deg(lab[1:]), lab_hue_deg(labs[w][1:])))
+
+        near = [w for w in vivid if hue_gap(w) <= 30]
+        if lab_chroma(lab[1:]) >= 35 and vivid:  # a vivid colour: a vivid trained word of about its hue
+            colour = (max(near, key=lambda w: (lab_chroma(labs[w][1:]) - 2 * hue_gap(w), w)) if near
+                      else min(vivid, key=lambda w: (hue_gap(w), w)))
+        else:
+            weight = np.array([0.5, 1.0, 1.0])
+            colour = min(labs, key=lambda w: float((((labs[w] - lab) * weight) ** 2).sum()))
+    canonical = f"a {colour} {obj}"
+    return text if canonical == plain else canonical
+
+
+class CanonicalText:
+    """A text encoder that reads instance texts through :func:`canonical_text` (prompts unchanged)."""
+
+    def __init__(self, inner, words: tuple[str, ...]):
+        self.inner, self.words, self.dim = inner, words, inner.dim
+
+    def pooled(self, texts: list[str]) -> torch.Tensor:
+        return self.inner.pooled([canonical_text(t, self.words) for t in texts])
+
+    def prompt(self, text: str) -> torch.Tensor:
+        return self.inner.prompt(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
 
 
 class MiniLMText:
