@@ -100,6 +100,21 @@ class _Flow:
         return self.full(self.dis.calc(b, a, None)), self.full(self.dis.calc(a, b, None))
 
 
+DenseFlow = _Flow  # shared with the temporal stage (restorer.pipelines.temporal)
+
+
+def consistent(f_ba: np.ndarray, f_ab: np.ndarray, where: np.ndarray, tolerance: float) -> np.ndarray:
+    """Forward-backward consistency of a flow pair: (H, W) bool, True where a pixel of ``b``
+    sent to ``where = grid + f_ba`` in ``a`` and brought back by ``f_ab`` lands within
+    ``tolerance`` px (plus 5 % of its motion) of where it started."""
+    import cv2
+
+    back = cv2.remap(f_ab, where[..., 0], where[..., 1], cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE)
+    err = np.linalg.norm(f_ba + back, axis=-1)
+    return err <= tolerance + 0.05 * np.linalg.norm(f_ba, axis=-1)
+
+
 def _kernel(size: tuple[int, int]) -> np.ndarray:
     import cv2
 
@@ -194,10 +209,7 @@ class FlowTracker:
             return tracks
         f_ba, f_ab = flow.pair(a, b)
         where = flow.grid + f_ba
-        back = cv2.remap(f_ab, where[..., 0], where[..., 1], cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_REPLICATE)
-        err = np.linalg.norm(f_ba + back, axis=-1)
-        ok = err <= self.settings.fb_tolerance + 0.05 * np.linalg.norm(f_ba, axis=-1)
+        ok = consistent(f_ba, f_ab, where, self.settings.fb_tolerance)
         okf = ok.astype(np.float32)
         win = (2 * kernel.shape[0] + 1,) * 2
         ok_blur = cv2.blur(okf, win) + 1e-6
