@@ -18,7 +18,7 @@ import numpy as np
 
 from restorer.config import find_sidecar
 from restorer.console import Stopwatch
-from restorer.errors import DamagedInputError, RestorerError
+from restorer.errors import DamagedInputError, InputError, RestorerError
 from restorer.jobs import Job, check_output, input_fingerprint, notes_fingerprint, require_file
 from restorer.models.engine import FrameInput, InstanceText, ShotContext, check_chroma
 from restorer.pipelines.frames import check_texts, full_chroma
@@ -26,6 +26,7 @@ from restorer.pipelines.options import ColorizeOptions, shot_seed
 
 log = logging.getLogger(__name__)
 
+TEMPORAL_MODES = ("propagate", "off")
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".m4v", ".webm", ".mpg", ".mpeg", ".ts", ".mxf", ".ogv",
                   ".wmv", ".flv", ".3gp", ".dv", ".y4m", ".nut"}
 
@@ -51,6 +52,10 @@ class VideoResult:
     damaged: list[dict[str, Any]] = field(default_factory=list)  # first, last, start, end, reason
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # temporal stage (``temporal="propagate"``): each shot's keyframes (film frame indices, by shot index)
+    # and the share of all frames' pixels whose chroma the flow carried from a keyframe
+    keyframes: dict[int, list[int]] = field(default_factory=dict)
+    propagated_share: float = 0.0
 
 
 def plan_segments(shots: list, chunk_frames: int) -> list[Segment]:
@@ -111,6 +116,11 @@ class VideoColorizationPipeline:
         self.engine = engine
         self.opts = opts
         self.tracker_factory = tracker_factory
+        if opts.temporal not in TEMPORAL_MODES:
+            raise InputError(f"unknown temporal mode {opts.temporal!r}", hint="use propagate or off")
+        if opts.keyframe_interval < 1:
+            raise InputError(f"keyframe interval must be at least 1, got {opts.keyframe_interval}",
+                             hint="give --keyframe-interval N with N >= 1")
 
     def __call__(self, film: Path, output: Path, bar=None) -> VideoResult:
         from restorer.io.video import check_container, probe
@@ -138,7 +148,7 @@ class VideoColorizationPipeline:
                 if not job.resumed:
                     job.remove()  # refused before any work: leave no job folder behind
                 raise
-            segments = plan_segments(shots, self.opts.chunk_frames)
+            segments = plan_segments(shots, self._chunk())
             result.shots = len(shots)
             done = self._run_segments(film, info, job, segments, result, bar)
             if result.damaged and self.opts.strict:
@@ -148,6 +158,15 @@ class VideoColorizationPipeline:
             job.remove()
         result.seconds = clock.seconds
         return result
+
+    def _chunk(self) -> int:
+        """Segments of a shot: ``chunk_frames`` long; with propagation a multiple of the keyframe interval,
+        so each segment starts on a fixed keyframe and is colored the same whole or resumed."""
+        if self.opts.temporal == "off":
+            return self.opts.chunk_frames
+        from restorer.pipelines.temporal import segment_chunk
+
+        return segment_chunk(self.opts.chunk_frames, self.opts.keyframe_interval)
 
     def _validate(self, shots: list, film: Path) -> None:
         validate = getattr(self.engine, "validate", None)
@@ -163,6 +182,7 @@ class VideoColorizationPipeline:
     def _run_segments(self, film, info, job, segments, result, bar) -> list[Path]:
         task = bar.add_task("", total=info.frame_count) if bar is not None else None
         files, tracks, edge = [], {}, {}  # edge: the last decoded frame's thumbnail, for the next reader
+        propagated, counted = 0.0, 0
         for seg in segments:
             if bar is not None:
                 bar.update(task, description=f"{film.name} shot {seg.shot.index + 1}")
@@ -174,12 +194,18 @@ class VideoColorizationPipeline:
             else:
                 result.frames_reused += record["frames"]
             result.damaged.extend(record["damaged"])
+            if "keyframes" in record:
+                keys = result.keyframes.setdefault(seg.shot.index, [])
+                keys.extend(record["keyframes"])
+                propagated += record["propagated"]
+            counted += record["frames"]
             if result.damaged and self.opts.strict:
                 break  # no need to colorize the rest of a film that will be refused
             if record["frames"]:
                 files.append(job.folder / record["file"])
             if bar is not None:
                 bar.update(task, completed=seg.end + 1)
+        result.propagated_share = propagated / counted if counted else 0.0
         return files
 
     def _encode_segment(self, film, info, job, seg: Segment, tracks: dict, tick, edge: dict) -> dict:
@@ -193,8 +219,13 @@ class VideoColorizationPipeline:
         reader = LumaReader(film, info, start=seg.start, end=seg.end, previous=edge.get(seg.start - 1))
         final = job.path(f"{seg.name}{segment_suffix(self.opts.codec)}")
         frames = 0
+        stats = None
+        if self.opts.temporal == "propagate":
+            colorized, stats = self._propagate(film, info, seg, reader, masks)
+        else:
+            colorized = self._colorize(film, info, seg, reader, masks)
         with SegmentWriter(final, info, codec=self.opts.codec, bit_depth=self.opts.bit_depth) as writer:
-            for decoded, _y, pb, pr in self._colorize(film, info, seg, reader, masks):
+            for decoded, _y, pb, pr in colorized:
                 writer.write(decoded.index, decoded.luma, pb, pr)
                 frames += 1
                 tick()
@@ -205,6 +236,8 @@ class VideoColorizationPipeline:
             edge[reader.edge[0]] = reader.edge
         record = {"frames": frames, "damaged": [_damage_record(d) for d in reader.damaged],
                   "file": final.relative_to(job.folder).as_posix()}
+        if stats is not None:
+            record.update({"keyframes": stats.keyframes, "propagated": stats.propagated})
         job.finish_unit(seg.name, record)
         return record
 
@@ -232,6 +265,46 @@ class VideoColorizationPipeline:
             else:
                 pb, pr = recombine_pbpr(y, full_chroma(ab, y, frame.masks), matrix)
             yield decoded, y, pb, pr
+
+    def _propagate(self, film, info, seg, reader, masks):
+        """The temporal stage: the engine on the segment's keyframes, flow between them
+        (:mod:`restorer.pipelines.temporal`). Returns the frames' iterator and its statistics."""
+        from restorer.io.color import recombine_pbpr
+        from restorer.io.video import LumaReader, luma_to_unit
+        from restorer.pipelines.temporal import Item, Propagator, TemporalSettings, window_starts
+
+        shot = seg.shot
+        interval = self.opts.keyframe_interval
+        starts = window_starts(shot.start, shot.end, interval, getattr(shot, "keyframes", None) or ())
+        ctx = self._context(shot, film, (info.height, info.width))
+
+        def colour(item: Item) -> np.ndarray:
+            frame = FrameInput(index=item.index, luma=item.luma, masks=item.masks)
+            return check_chroma(next(iter(self.engine.shot(ctx, [frame]))), self.engine.name)
+
+        def items(source) -> Iterator[Item]:
+            for decoded in source:
+                yield Item(decoded.index, luma_to_unit(decoded.luma, info), masks.get(decoded.index), decoded)
+
+        def next_item() -> Item | None:
+            if seg.end >= shot.end:
+                return None
+            # the next segment's first frame: its keyframe, read apart (its damage is the next segment's)
+            return next(items(LumaReader(film, info, start=seg.end + 1, end=shot.end)), None)
+
+        prop = Propagator(TemporalSettings(interval=interval), (info.height, info.width), starts, colour)
+        matrix = info.matrix_name
+
+        def frames() -> Iterator:
+            for item, ab in prop.run(items(reader), next_item):
+                y = item.luma
+                if not ab.any():
+                    pb = pr = np.zeros(y.shape, np.float32)
+                else:
+                    pb, pr = recombine_pbpr(y, full_chroma(ab, y, item.masks), matrix)
+                yield item.payload, y, pb, pr
+
+        return frames(), prop.stats
 
     def _assemble(self, film: Path, info, output: Path, segments: list[Path]) -> None:
         from restorer.io.video import assemble

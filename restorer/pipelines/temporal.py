@@ -1,0 +1,325 @@
+"""The temporal stage of a film: the engine colours keyframes, optical flow carries their chroma between them.
+
+Keyframes. A shot is cut into *windows* that start at fixed frames: the shot's first frame,
+every ``interval`` frames after it (``shot.start + k * interval``) and any frame the user names
+(``keyframes:`` of a shot, when the shot carries them). The first decoded frame of each window
+is a keyframe. Inside a window, adaptive keyframes are added while sweeping forwards from the
+last keyframe: when the share of pixels the flow still explains (forward-backward consistent
+all the way back to that keyframe) falls below ``min_confidence``, or when an instance's tracked
+mask appears or grows past ``growth`` times its area on the last keyframe (new content). A
+window's keyframes depend on the frames of that window alone, and film segments are cut at
+multiples of ``interval`` (:func:`segment_chunk`), so the keyframes of a shot are the same
+whether it runs whole, in chunks, or resumed after a kill.
+
+Propagation. Between two keyframes ``k0 < k1`` each frame carries a coordinate map back to
+``k0`` (composed frame to frame along the DIS flow, :mod:`restorer.models.tracking.flow`) and
+one forward to ``k1``, each with a validity that drops to 0 where a step fails the
+forward-backward check or leaves the picture. The chroma is sampled once from each keyframe at
+those coordinates (no repeated resampling, so no blur builds up) and blended per pixel by
+validity times the distance to the other keyframe. The flow of each frame pair is computed once
+and used by both directions.
+
+Instances ride on their masks. Each keyframe's chroma is split into layers, one per region of
+the frame's instance masks (background and each instance, later on top), each layer filled out
+beyond its region by push-pull. A pixel samples only the layer of its own region in the frame
+being coloured: a pixel outside every mask never takes an instance's colour, even where the
+flow carries it from inside a mask on the keyframe (it then gets the background's colour from
+nearby, with low weight); a pixel inside an instance's mask takes that instance's colour.
+
+Pixels that no flow explains take the nearer keyframe's colour along its (unreliable) flow:
+the engine is never run on a frame that is not a keyframe.
+
+Everything runs at a working size (longer side at most ``work_side``); the pipeline brings the
+chroma to full size guided by the luma, as it does for an engine's chroma.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TemporalSettings:
+    interval: int = 24  # a keyframe at least every this many frames (fixed at shot.start + k * interval)
+    work_side: int = 512  # propagation runs with the longer side at most this many pixels
+    min_confidence: float = 0.7  # share of pixels the flow must still explain, else a new keyframe
+    fb_tolerance: float = 0.5  # px (working size) of forward-backward disagreement allowed per step
+    growth: float = 2.0  # an instance's mask this many times its keyframe area: new content, a keyframe
+    entering_pixels: int = 16  # ... and at least this many working-size pixels
+    flow_preset: str = "medium"
+
+
+@dataclass
+class Item:
+    """One decoded frame: its film index, Y' in [0, 1] at full size, its (N, H, W) masks, and what the
+    caller wants back with it."""
+
+    index: int
+    luma: np.ndarray
+    masks: np.ndarray
+    payload: Any = None
+
+
+@dataclass
+class Stats:
+    keyframes: list[int] = field(default_factory=list)
+    frames: int = 0
+    propagated: float = 0.0  # sum over frames of the share of pixels whose chroma came by flow
+
+
+def segment_chunk(chunk_frames: int, interval: int) -> int:
+    """The chunk length of a shot's segments: a multiple of ``interval`` (at least one), so every
+    segment starts on a fixed keyframe and carries everything it needs."""
+    interval = max(1, int(interval))
+    return max(interval, (int(chunk_frames) // interval) * interval)
+
+
+def window_starts(shot_start: int, shot_end: int, interval: int, user: Iterable[int] = ()) -> list[int]:
+    """The fixed keyframe positions of a shot: its start, every ``interval`` frames, the user's frames."""
+    fixed = set(range(shot_start, shot_end + 1, max(1, int(interval))))
+    fixed.update(int(k) for k in user if shot_start <= int(k) <= shot_end)
+    return sorted(fixed)
+
+
+def working_size(size: tuple[int, int], work_side: int) -> tuple[int, int]:
+    """(h, w) with the longer side at most ``work_side``, never upscaled."""
+    h, w = size
+    scale = min(1.0, work_side / max(h, w))
+    return max(8, round(h * scale)), max(8, round(w * scale))
+
+
+def push_pull(values: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """(H, W, C) ``values`` kept where ``known`` and filled elsewhere from the known pixels nearby
+    (a push-pull pyramid: coarser levels' averages fill the holes of finer ones)."""
+    import cv2
+
+    w0 = known.astype(np.float32)
+    if w0.all() or not w0.any():
+        return values.astype(np.float32)
+    pyramid = []
+    v, w = values.astype(np.float32) * w0[..., None], w0
+    while True:
+        pyramid.append((v, w))
+        h, wd = w.shape
+        if (w > 0).all() or (h <= 1 and wd <= 1):
+            break
+        size = (max(1, (wd + 1) // 2), max(1, (h + 1) // 2))
+        v = cv2.resize(v, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1)
+        w = cv2.resize(w, size, interpolation=cv2.INTER_AREA)
+    v, w = pyramid[-1]
+    filled = v / np.maximum(w, 1e-8)[..., None]
+    for v, w in reversed(pyramid[:-1]):
+        h, wd = w.shape
+        up = cv2.resize(filled, (wd, h), interpolation=cv2.INTER_LINEAR).reshape(h, wd, -1)
+        a = np.clip(w * 4.0, 0.0, 1.0)[..., None]
+        filled = a * (v / np.maximum(w, 1e-8)[..., None]) + (1 - a) * up
+    return filled.astype(np.float32)
+
+
+class _Frame:
+    """A frame at the working size: its gray for flow and its region ids."""
+
+    def __init__(self, item: Item, flow, wsize: tuple[int, int]):
+        import cv2
+
+        from restorer.pipelines.frames import region_ids
+
+        self.item = item
+        h, w = wsize
+        luma = np.asarray(item.luma, np.float32)
+        self.luma = luma if luma.shape == (h, w) else cv2.resize(luma, (w, h), interpolation=cv2.INTER_AREA)
+        self.gray = flow.prepare(self.luma)
+        masks = np.asarray(item.masks)
+        if len(masks):
+            small = masks if masks.shape[1:] == (h, w) else np.stack(
+                [cv2.resize(m.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA) >= 0.5 for m in masks])
+            self.masks = small.astype(bool)
+            self.labels = region_ids(small).astype(np.int32)
+        else:
+            self.masks = np.zeros((0, h, w), bool)
+            self.labels = np.zeros((h, w), np.int32)
+        self.areas = self.masks.reshape(len(self.masks), h * w).sum(axis=1)
+
+
+class Propagator:
+    """Colour one segment of a shot: keyframes by ``colour(item) -> engine a*b*``, the rest by flow.
+
+    ``run(items, next_item)`` yields ``(item, ab)`` in order, ``ab`` (h, w, 2) float32 at the working
+    size. ``items`` are the segment's decoded frames; ``next_item`` the first decoded frame after the
+    segment in the same shot (the next window's keyframe), or ``None`` at the shot's end.
+    """
+
+    def __init__(self, settings: TemporalSettings, size: tuple[int, int], starts: list[int],
+                 colour: Callable[[Item], np.ndarray]):
+        from restorer.models.tracking.flow import DenseFlow, FlowSettings
+
+        self.settings = settings
+        self.wsize = working_size(size, settings.work_side)
+        h, w = self.wsize
+        # flow at the working size itself (no further downscale), sharp (finest level) on small film
+        self.flow = DenseFlow(FlowSettings(preset=settings.flow_preset, work_side=max(h, w),
+                                           fb_tolerance=settings.fb_tolerance), self.wsize)
+        self.grid = self.flow.grid
+        self.starts = starts
+        self.colour = colour
+        self.stats = Stats()
+        self._keys: dict[int, _Layers] = {}  # keyframe chroma at the working size, by film index
+
+    def window_of(self, index: int) -> int:
+        return bisect.bisect_right(self.starts, index) - 1
+
+    def run(self, items: Iterable[Item], next_item: Callable[[], Item | None]) -> Iterator[tuple[Item, np.ndarray]]:
+        buffer: list[_Frame] = []
+        for item in items:
+            frame = _Frame(item, self.flow, self.wsize)
+            if buffer and self.window_of(item.index) != self.window_of(buffer[0].item.index):
+                yield from self._window(buffer, frame)
+                buffer = []
+            buffer.append(frame)
+        if buffer:
+            nxt = next_item()
+            yield from self._window(buffer, None if nxt is None else _Frame(nxt, self.flow, self.wsize))
+
+    # -- one window --------------------------------------------------------------------
+
+    def _key(self, frame: _Frame) -> "_Layers":
+        """A keyframe's chroma (the engine's, at the working size) in layers; the last two are kept."""
+        index = frame.item.index
+        if index not in self._keys:
+            import cv2
+
+            from restorer.pipelines.frames import full_chroma
+
+            ab = np.asarray(self.colour(frame.item), np.float32)
+            h, w = self.wsize
+            if ab.shape[0] > h or ab.shape[1] > w:
+                ab = cv2.resize(ab, (w, h), interpolation=cv2.INTER_AREA).reshape(h, w, 2)
+            elif ab.shape[:2] != (h, w):
+                ab = full_chroma(ab, frame.luma, frame.masks)
+            last = {k: v for k, v in self._keys.items() if k == max(self._keys)} if self._keys else {}
+            self._keys = {**last, index: _Layers(frame, ab.astype(np.float32))}
+        return self._keys[index]
+
+    def _carry(self, coords: np.ndarray, valid: np.ndarray, f_to: np.ndarray,
+               f_from: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One step: a frame's coordinates in the keyframe and their validity, from its neighbour's.
+
+        ``f_to``: flow from this frame to the neighbour; ``f_from``: the neighbour's flow back."""
+        import cv2
+
+        from restorer.models.tracking.flow import consistent
+
+        where = self.grid + f_to
+        h, w = self.wsize
+        ok = consistent(f_to, f_from, where, self.settings.fb_tolerance)
+        ok &= (where[..., 0] >= 0) & (where[..., 0] <= w - 1) & (where[..., 1] >= 0) & (where[..., 1] <= h - 1)
+        coords = cv2.remap(coords, where[..., 0], where[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        valid = cv2.remap(valid, where[..., 0], where[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=0) * ok
+        return coords, valid
+
+    def _entering(self, frame: _Frame, key: _Frame) -> bool:
+        s = self.settings
+        return bool(np.any(frame.areas >= np.maximum(s.entering_pixels, s.growth * key.areas)))
+
+    def _window(self, frames: list[_Frame], end: _Frame | None) -> Iterator[tuple[Item, np.ndarray]]:
+        seq = frames + ([end] if end is not None else [])
+        pairs = [self.flow.pair(seq[i].gray, seq[i + 1].gray) for i in range(len(seq) - 1)]  # (f_ba, f_ab)
+        # forwards from the window's keyframe, adding keyframes where the flow stops explaining the picture
+        keys, fwd = [0], [None] * len(frames)
+        ones = np.ones(self.wsize, np.float32)
+        coords, valid = self.grid.copy(), ones
+        for i in range(1, len(frames)):
+            f_ba, f_ab = pairs[i - 1]
+            coords, valid = self._carry(coords, valid, f_ba, f_ab)
+            if float(valid.mean()) < self.settings.min_confidence or self._entering(frames[i], frames[keys[-1]]):
+                keys.append(i)
+                coords, valid = self.grid.copy(), ones
+            fwd[i] = (coords, valid)
+        if end is not None:
+            keys.append(len(seq) - 1)
+        out: list[np.ndarray | None] = [None] * len(frames)
+        shares = [0.0] * len(frames)
+        for n, k0 in enumerate(keys):
+            if k0 >= len(frames):
+                break
+            key0 = self._key(seq[k0])
+            out[k0] = key0.ab
+            k1 = keys[n + 1] if n + 1 < len(keys) else None
+            last = (k1 if k1 is not None else len(frames)) - 1
+            if last <= k0:
+                continue
+            back: list = [None] * (last + 1)
+            key1 = None
+            if k1 is not None:
+                key1 = self._key(seq[k1])  # the engine runs on keyframes in film order
+                coords, valid = self.grid.copy(), ones
+                for i in range(k1 - 1, k0, -1):
+                    f_ba, f_ab = pairs[i]  # between frames i and i + 1
+                    coords, valid = self._carry(coords, valid, f_ab, f_ba)
+                    back[i] = (coords, valid)
+            for i in range(k0 + 1, last + 1):
+                out[i], shares[i] = self._blend(frames[i], key0, fwd[i], i - k0,
+                                                key1, back[i], (k1 - i) if k1 is not None else 0)
+        self.stats.frames += len(frames)
+        self.stats.propagated += float(sum(shares))
+        self.stats.keyframes.extend(frames[k].item.index for k in keys if k < len(frames))
+        for f, ab in zip(frames, out, strict=True):
+            yield f.item, ab
+
+    def _blend(self, frame: _Frame, key0: "_Layers", fwd, d0: int, key1: "_Layers | None", bwd,
+               d1: int) -> tuple[np.ndarray, float]:
+        """A frame's chroma from its keyframes: per pixel by validity and by the distance to the other."""
+        total = np.zeros((*self.wsize, 2), np.float32)
+        weight = np.zeros(self.wsize, np.float32)
+        explained = np.zeros(self.wsize, bool)
+        sides = [(key0, fwd, d1 if key1 is not None else 1)]
+        if key1 is not None:
+            sides.append((key1, bwd, d0))
+        for key, (coords, valid), dist in sides:
+            value, has, match = key.sample(coords, frame.labels)
+            conf = valid * match
+            explained |= conf > 0.5
+            w = (conf + 1e-3) * has * float(dist)  # 1e-3: a pixel nothing explains takes the nearer keyframe
+            total += w[..., None] * value
+            weight += w
+        ab = total / np.maximum(weight, 1e-12)[..., None]
+        return ab.astype(np.float32), float(explained.mean())
+
+
+class _Layers:
+    """A keyframe's chroma per region (background, each instance), each layer filled beyond its region."""
+
+    def __init__(self, frame: _Frame, ab: np.ndarray):
+        self.ab = ab
+        self.labels = frame.labels
+        self.layers: dict[int, np.ndarray] = {}
+        for label in np.unique(frame.labels):
+            region = frame.labels == label
+            self.layers[int(label)] = push_pull(ab, region) if not region.all() else ab
+
+    def sample(self, coords: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per pixel of a frame with region ids ``labels``: its region's chroma at ``coords`` in this
+        keyframe, how far this keyframe has that region (1; 1e-3 where it has not and the background
+        stands in), and whether the flow lands in that region."""
+        import cv2
+
+        h, w = labels.shape
+        value = np.zeros((h, w, 2), np.float32)
+        has = np.zeros((h, w), np.float32)
+        for label in np.unique(labels):
+            own = int(label) in self.layers
+            layer = self.layers.get(int(label), self.layers.get(0, next(iter(self.layers.values()))))
+            sel = labels == label
+            sampled = cv2.remap(layer, coords[..., 0], coords[..., 1], cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REPLICATE)
+            value[sel] = sampled[sel]
+            has[sel] = 1.0 if own else 1e-3
+        src = cv2.remap(self.labels.astype(np.float32), coords[..., 0], coords[..., 1], cv2.INTER_NEAREST,
+                        borderMode=cv2.BORDER_REPLICATE)
+        match = (src == labels).astype(np.float32)
+        return value, has, match
