@@ -33,7 +33,7 @@ class ColorizeOptions:
     chunk_frames: int = 240
     # the temporal stage of a film: "propagate" (engine on keyframes, chroma carried by optical flow
     # between them) or "off" (every frame coloured by the engine on its own)
-    temporal: str = "off"
+    temporal: str = "propagate"
     keyframe_interval: int = 24  # never more than this many frames of a shot without a keyframe
     overrides: dict[str, Any] = field(default_factory=dict)
     # the loaded preset, so an edited YAML counts; filled from ``preset`` when left empty
