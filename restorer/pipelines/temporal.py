@@ -46,8 +46,13 @@ import numpy as np
 class TemporalSettings:
     interval: int = 24  # a keyframe at least every this many frames (fixed at shot.start + k * interval)
     work_side: int = 512  # propagation runs with the longer side at most this many pixels
-    min_confidence: float = 0.7  # share of pixels the flow must still explain, else a new keyframe
-    fb_tolerance: float = 0.5  # px (working size) of forward-backward disagreement allowed per step
+    min_confidence: float = 0.5  # share of pixels the flow must still explain, else a new keyframe
+    min_step_confidence: float = 0.75  # ... and the share one frame step explains (below: a sudden change)
+    fb_tolerance: float = 1.0  # px (working size) of forward-backward disagreement allowed per step
+    # luma gradient (code values per px, 8 bits) below which a pixel is flat: the flow there is free to
+    # disagree with itself (nothing to track, and chroma is smooth where luma is), so it is not failed
+    flat_gradient: float = 10.0
+    max_residual: float = 16.0  # code values (8 bits) the luma may differ from its flow-warped neighbour
     growth: float = 2.0  # an instance's mask this many times its keyframe area: new content, a keyframe
     entering_pixels: int = 16  # ... and at least this many working-size pixels
     flow_preset: str = "medium"
@@ -123,7 +128,7 @@ def push_pull(values: np.ndarray, known: np.ndarray) -> np.ndarray:
 class _Frame:
     """A frame at the working size: its gray for flow and its region ids."""
 
-    def __init__(self, item: Item, flow, wsize: tuple[int, int]):
+    def __init__(self, item: Item, flow, wsize: tuple[int, int], flat_gradient: float):
         import cv2
 
         from restorer.pipelines.frames import region_ids
@@ -133,6 +138,9 @@ class _Frame:
         luma = np.asarray(item.luma, np.float32)
         self.luma = luma if luma.shape == (h, w) else cv2.resize(luma, (w, h), interpolation=cv2.INTER_AREA)
         self.gray = flow.prepare(self.luma)
+        g = self.gray.astype(np.float32)
+        grad = np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)) / 8
+        self.flat = cv2.blur(grad, (5, 5)) < flat_gradient
         masks = np.asarray(item.masks)
         if len(masks):
             small = masks if masks.shape[1:] == (h, w) else np.stack(
@@ -167,6 +175,7 @@ class Propagator:
         self.starts = starts
         self.colour = colour
         self.stats = Stats()
+        self.step_share = 1.0  # the share of pixels the last step of :meth:`_carry` explained
         self._keys: dict[int, _Layers] = {}  # keyframe chroma at the working size, by film index
 
     def window_of(self, index: int) -> int:
@@ -175,14 +184,15 @@ class Propagator:
     def run(self, items: Iterable[Item], next_item: Callable[[], Item | None]) -> Iterator[tuple[Item, np.ndarray]]:
         buffer: list[_Frame] = []
         for item in items:
-            frame = _Frame(item, self.flow, self.wsize)
+            frame = _Frame(item, self.flow, self.wsize, self.settings.flat_gradient)
             if buffer and self.window_of(item.index) != self.window_of(buffer[0].item.index):
                 yield from self._window(buffer, frame)
                 buffer = []
             buffer.append(frame)
         if buffer:
             nxt = next_item()
-            yield from self._window(buffer, None if nxt is None else _Frame(nxt, self.flow, self.wsize))
+            end = None if nxt is None else _Frame(nxt, self.flow, self.wsize, self.settings.flat_gradient)
+            yield from self._window(buffer, end)
 
     # -- one window --------------------------------------------------------------------
 
@@ -204,22 +214,28 @@ class Propagator:
             self._keys = {**last, index: _Layers(frame, ab.astype(np.float32))}
         return self._keys[index]
 
-    def _carry(self, coords: np.ndarray, valid: np.ndarray, f_to: np.ndarray,
-               f_from: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _carry(self, coords: np.ndarray, valid: np.ndarray, f_to: np.ndarray, f_from: np.ndarray,
+               here: "_Frame", there: "_Frame") -> tuple[np.ndarray, np.ndarray]:
         """One step: a frame's coordinates in the keyframe and their validity, from its neighbour's.
 
-        ``f_to``: flow from this frame to the neighbour; ``f_from``: the neighbour's flow back."""
+        ``f_to``: flow from this frame (``here``) to the neighbour (``there``); ``f_from``: the neighbour's
+        flow back. A step holds where the pair is forward-backward consistent (or ``here`` is flat) and the
+        luma it brings matches ``here``'s."""
         import cv2
 
         from restorer.models.tracking.flow import consistent
 
         where = self.grid + f_to
         h, w = self.wsize
-        ok = consistent(f_to, f_from, where, self.settings.fb_tolerance)
+        ok = consistent(f_to, f_from, where, self.settings.fb_tolerance) | here.flat
+        brought = cv2.remap(there.gray, where[..., 0], where[..., 1], cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE)
+        ok &= np.abs(brought.astype(np.float32) - here.gray) <= self.settings.max_residual
         ok &= (where[..., 0] >= 0) & (where[..., 0] <= w - 1) & (where[..., 1] >= 0) & (where[..., 1] <= h - 1)
         coords = cv2.remap(coords, where[..., 0], where[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         valid = cv2.remap(valid, where[..., 0], where[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                           borderValue=0) * ok
+        self.step_share = float(ok.mean())
         return coords, valid
 
     def _entering(self, frame: _Frame, key: _Frame) -> bool:
@@ -235,8 +251,10 @@ class Propagator:
         coords, valid = self.grid.copy(), ones
         for i in range(1, len(frames)):
             f_ba, f_ab = pairs[i - 1]
-            coords, valid = self._carry(coords, valid, f_ba, f_ab)
-            if float(valid.mean()) < self.settings.min_confidence or self._entering(frames[i], frames[keys[-1]]):
+            coords, valid = self._carry(coords, valid, f_ba, f_ab, frames[i], frames[i - 1])
+            s = self.settings
+            if (float(valid.mean()) < s.min_confidence or self.step_share < s.min_step_confidence
+                    or self._entering(frames[i], frames[keys[-1]])):
                 keys.append(i)
                 coords, valid = self.grid.copy(), ones
             fwd[i] = (coords, valid)
@@ -260,7 +278,7 @@ class Propagator:
                 coords, valid = self.grid.copy(), ones
                 for i in range(k1 - 1, k0, -1):
                     f_ba, f_ab = pairs[i]  # between frames i and i + 1
-                    coords, valid = self._carry(coords, valid, f_ab, f_ba)
+                    coords, valid = self._carry(coords, valid, f_ab, f_ba, seq[i], seq[i + 1])
                     back[i] = (coords, valid)
             for i in range(k0 + 1, last + 1):
                 out[i], shares[i] = self._blend(frames[i], key0, fwd[i], i - k0,

@@ -42,7 +42,7 @@ class Scene:
     def __init__(self, frames: int, switch: int | None = None, still: bool = False, slow: bool = False):
         self.frames, self.switch, self.still, self.slow = frames, switch, still, slow
         big = (H, W + frames + 8)
-        self.bg_luma = [0.5 + 0.3 * smooth_noise(big, s, 2.0) for s in (1, 5)]
+        self.bg_luma = [0.5 + 0.3 * smooth_noise(big, 1, 2.0), 0.5 - 0.3 * smooth_noise(big, 1, 2.0)]  # negative
         self.bg_ab = [np.stack([35 * smooth_noise(big, s + 1, 9.0), 35 * smooth_noise(big, s + 2, 9.0)], -1)
                       for s in (1, 5)]
         self.obj_luma = 0.25 + 0.15 * smooth_noise((OBJ, OBJ), 3, 1.5)
