@@ -67,20 +67,33 @@ def main(quiet_all: bool) -> None:
     setup_logging(quiet=quiet_all, debug=DEBUG)
 
 
+def engine_options(command):
+    """The options that choose and run the model, the same for every command that colorizes."""
+    for option in reversed([
+        click.option("--preset", default=None,
+                     help="Preset name (see `restorer presets`; default: tiny) or path to a preset YAML."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                     help="Where the model runs (auto: CUDA if there is a GPU)."),
+        click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True,
+                     help="Model precision (auto: float16 on CUDA, float32 on the CPU)."),
+        click.option("--threads", type=click.IntRange(1, 1024), default=None,
+                     help="CPU threads for the model (default: torch's choice, usually one per core)."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same colours."),
+        click.option("--weights", type=click.Path(path_type=Path), default=None, envvar="RESTORER_WEIGHTS",
+                     help="Folder with restorer's own weights [env RESTORER_WEIGHTS]."),
+        click.option("--base", type=click.Path(path_type=Path), default=None, envvar="RESTORER_SD15",
+                     help="Local Stable Diffusion 1.5 (diffusers folder or .safetensors) [env RESTORER_SD15]."),
+    ]):
+        command = option(command)
+    return command
+
+
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="Output film, image, or folder (for several inputs or a folder input).")
 @click.option("--shots", type=click.Path(path_type=Path), help="shots.yaml with per-shot prompts and instances.")
-@click.option("--preset", default=None,
-              help="Preset name (see `restorer presets`; default: tiny) or path to a preset YAML.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Where the model runs (auto: CUDA if there is a GPU).")
-@click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True,
-              help="Model precision (auto: float16 on CUDA, float32 on the CPU).")
-@click.option("--threads", type=click.IntRange(1, 1024), default=None,
-              help="CPU threads for the model (default: torch's choice, usually one per core).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same colours.")
+@engine_options
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--codec", type=click.Choice(CODECS), default="h264", show_default=True,
               help="Film codec (ffv1: lossless archival master; prores: for editing).")
@@ -88,10 +101,6 @@ def main(quiet_all: bool) -> None:
 @click.option("--report", type=click.Path(path_type=Path), help="Write a JSON report here.")
 @click.option("--strict", is_flag=True, help="Treat a damaged input as an error (exit 2, no output).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress, warnings only.")
-@click.option("--weights", type=click.Path(path_type=Path), default=None, envvar="RESTORER_WEIGHTS",
-              help="Folder with restorer's own weights [env RESTORER_WEIGHTS].")
-@click.option("--base", type=click.Path(path_type=Path), default=None, envvar="RESTORER_SD15",
-              help="Local Stable Diffusion 1.5 (diffusers folder or .safetensors) [env RESTORER_SD15].")
 @click.option("--tracker", type=click.Choice(["sam2", "flow", "static"]), default=None,
               help="How instances follow their objects (default: sam2 with --sam2, else flow).")
 @click.option("--sam2", type=click.Path(path_type=Path), default=None, help="Local SAM2 folder.")
@@ -133,19 +142,7 @@ def colorize(inputs, output, shots, preset, device, dtype, threads, seed, overwr
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="Output folder; each photo keeps its path relative to FOLDER.")
-@click.option("--preset", default=None,
-              help="Preset name (see `restorer presets`; default: tiny) or path to a preset YAML.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Where the model runs (auto: CUDA if there is a GPU).")
-@click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True,
-              help="Model precision (auto: float16 on CUDA, float32 on the CPU).")
-@click.option("--threads", type=click.IntRange(1, 1024), default=None,
-              help="CPU threads for the model (default: torch's choice, usually one per core).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same colours.")
-@click.option("--weights", type=click.Path(path_type=Path), default=None, envvar="RESTORER_WEIGHTS",
-              help="Folder with restorer's own weights [env RESTORER_WEIGHTS].")
-@click.option("--base", type=click.Path(path_type=Path), default=None, envvar="RESTORER_SD15",
-              help="Local Stable Diffusion 1.5 (diffusers folder or .safetensors) [env RESTORER_SD15].")
+@engine_options
 @click.option("--overwrite", is_flag=True, help="Redo photos whose output exists.")
 @click.option("--settle", type=click.FloatRange(0, 3600), default=2.0, show_default=True,
               help="Seconds a new file's size must stay unchanged before it is read.")
