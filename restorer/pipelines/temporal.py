@@ -4,9 +4,12 @@ Keyframes. A shot is cut into *windows* that start at fixed frames: the shot's f
 every ``interval`` frames after it (``shot.start + k * interval``) and any frame the user names
 (``keyframes:`` of a shot, when the shot carries them). The first decoded frame of each window
 is a keyframe. Inside a window, adaptive keyframes are added while sweeping forwards from the
-last keyframe: when the share of pixels the flow still explains (forward-backward consistent
-all the way back to that keyframe) falls below ``min_confidence``, or when an instance's tracked
-mask appears or grows past ``growth`` times its area on the last keyframe (new content). A
+last keyframe: when the share of pixels the flow still explains all the way back to that keyframe
+falls below ``min_confidence``, when one step explains less than ``min_step_confidence`` of the
+picture (a sudden change), or when an instance's tracked mask appears or grows past ``growth``
+times its area on the last keyframe (new content). A step explains a pixel when the flow pair is
+forward-backward consistent there (or the luma is flat: nothing to track, and chroma is smooth
+where luma is) and the luma it brings matches within ``max_residual``. A
 window's keyframes depend on the frames of that window alone, and film segments are cut at
 multiples of ``interval`` (:func:`segment_chunk`), so the keyframes of a shot are the same
 whether it runs whole, in chunks, or resumed after a kill.
