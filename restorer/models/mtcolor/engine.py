@@ -282,7 +282,13 @@ def _open_tiny(opts: dict, device: str, weights: Path | None, dtype: torch.dtype
         from restorer.models.colornames import TRAINED_COLOURS
         from restorer.models.mtcolor.text import CanonicalText
 
-        text = CanonicalText(text, TRAINED_COLOURS)
+        calibration = Path(root) / "rendered_colours.json" if root is not None else None
+        rendered = None
+        if calibration is not None and calibration.is_file():
+            import json
+
+            rendered = json.loads(calibration.read_text())["words"]
+        text = CanonicalText(text, TRAINED_COLOURS, rendered)
     space = TinySpace(grid=int(opts.get("grid", 32)), multiple=tiny.multiple(model.unet), features=features,
                       ab_scale=float(opts.get("ab_scale", AB_SCALE)))
     prior = tiny.load_prior(root) if root is not None and features is not None and opts.get("prior", True) else None

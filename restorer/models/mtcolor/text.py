@@ -33,7 +33,7 @@ _FILLER = {"a", "an", "the", "should", "be", "is", "are", "make", "made", "paint
            "dark", "light", "pale", "very", "slightly", "turn", "turned", "look", "looks", "like", "all"}
 
 
-def canonical_text(text: str, words: tuple[str, ...]) -> str:
+def canonical_text(text: str, words: tuple[str, ...], rendered: dict[str, dict] | None = None) -> str:
     """An instance text in the form and the colour words a model was trained on.
 
     tiny was trained on "a {colour} {object}" with the colours in ``words``. A text naming another
@@ -41,8 +41,11 @@ def canonical_text(text: str, words: tuple[str, ...]) -> str:
     colour} {object}" ("a red umbrella"): for a vivid colour, among the vivid trained colours within
     30° of its hue the one scoring best on chroma minus twice the hue gap (the nearest in hue if none
     is that close); for a muted one, the nearest in CIELab with L* at half weight (the picture keeps
-    its own luma, so hue and chroma are what a text can change). A text already in that form with a trained
-    colour, or with no colour name, is returned as it is.
+    its own luma, so hue and chroma are what a text can change). With ``rendered`` (per word the hue
+    and chroma the model actually gives it, measured on training photos: ``rendered_colours.json`` of
+    the weights), a vivid colour is read as the word whose rendered hue is nearest, among the words
+    rendered with chroma >= 20. A text already in that form with a trained colour, or with no colour
+    name, is returned as it is.
     """
     from restorer.errors import InputError
     from restorer.io.color import hue_difference_deg, lab_chroma, lab_hue_deg
@@ -68,7 +71,11 @@ def canonical_text(text: str, words: tuple[str, ...]) -> str:
             return float(hue_difference_deg(lab_hue_deg(lab[1:]), lab_hue_deg(labs[w][1:])))
 
         near = [w for w in vivid if hue_gap(w) <= 30]
-        if lab_chroma(lab[1:]) >= 35 and vivid:  # a vivid colour: a vivid trained word of about its hue
+        shown = {w: r for w, r in (rendered or {}).items() if w in labs and r["chroma"] >= 20}
+        if lab_chroma(lab[1:]) >= 35 and shown:  # a vivid colour: the word the model renders nearest its hue
+            hue = float(lab_hue_deg(lab[1:]))
+            colour = min(shown, key=lambda w: (float(hue_difference_deg(hue, shown[w]["hue"])), -shown[w]["chroma"]))
+        elif lab_chroma(lab[1:]) >= 35 and vivid:  # a vivid colour: a vivid trained word of about its hue
             colour = (max(near, key=lambda w: (lab_chroma(labs[w][1:]) - 2 * hue_gap(w), w)) if near
                       else min(vivid, key=lambda w: (hue_gap(w), w)))
         else:
@@ -81,11 +88,11 @@ def canonical_text(text: str, words: tuple[str, ...]) -> str:
 class CanonicalText:
     """A text encoder that reads instance texts through :func:`canonical_text` (prompts unchanged)."""
 
-    def __init__(self, inner, words: tuple[str, ...]):
-        self.inner, self.words, self.dim = inner, words, inner.dim
+    def __init__(self, inner, words: tuple[str, ...], rendered: dict[str, dict] | None = None):
+        self.inner, self.words, self.rendered, self.dim = inner, words, rendered, inner.dim
 
     def pooled(self, texts: list[str]) -> torch.Tensor:
-        return self.inner.pooled([canonical_text(t, self.words) for t in texts])
+        return self.inner.pooled([canonical_text(t, self.words, self.rendered) for t in texts])
 
     def prompt(self, text: str) -> torch.Tensor:
         return self.inner.prompt(text)

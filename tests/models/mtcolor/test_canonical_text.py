@@ -73,3 +73,25 @@ def test_the_tiny_preset_reads_texts_canonically() -> None:
     from restorer.presets import load_preset
 
     assert load_preset("tiny").options["canonical_texts"] is True
+
+
+def test_rendered_colours_pick_the_word_the_model_paints_nearest() -> None:
+    # a model whose "green" comes out yellow-green and whose "teal" comes out green
+    rendered = {"green": {"hue": 100.0, "chroma": 50.0}, "teal": {"hue": 150.0, "chroma": 40.0},
+                "red": {"hue": 40.0, "chroma": 60.0}, "navy": {"hue": 280.0, "chroma": 10.0}}
+    assert canonical_text("make the coat emerald", TRAINED_COLOURS, rendered) == "a teal coat"  # emerald: 147 deg
+    assert canonical_text("make the coat emerald", TRAINED_COLOURS) == "a green coat"  # by the lexicon alone
+    # a word the model barely colours (navy, chroma 10) is never chosen for a vivid request
+    assert canonical_text("cobalt door", TRAINED_COLOURS, rendered) != "a navy door"
+    assert canonical_text("a red car", TRAINED_COLOURS, rendered) == "a red car"
+
+
+def test_the_shipped_weights_carry_their_rendered_colours() -> None:
+    import json
+
+    from restorer.models.mtcolor.tiny import SHIPPED
+
+    table = json.loads((SHIPPED / "rendered_colours.json").read_text())["words"]
+    vivid = [w for w in TRAINED_COLOURS if np.hypot(*parse_color(w).lab[1:]) >= 20]
+    assert sorted(table) == sorted(vivid)
+    assert all(0 <= v["hue"] < 360 and v["chroma"] > 0 and v["photos"] >= 10 for v in table.values())
