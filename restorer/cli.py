@@ -109,6 +109,11 @@ def engine_options(command):
                    "a rectangle (off).")
 @click.option("--save-masks", type=click.Path(path_type=Path), default=None,
               help="Write each instance's mask here as PNGs (a film: one per frame; a photo: one per instance).")
+@click.option("--temporal", type=click.Choice(["propagate", "off"]), default="propagate", show_default=True,
+              help="Films: colour keyframes with the model and carry their colour through the shot by optical flow "
+                   "(propagate), or colour every frame on its own (off).")
+@click.option("--keyframe-interval", type=click.IntRange(1, 100000), default=24, show_default=True,
+              help="Films: never more than this many frames of a shot without a keyframe.")
 @click.option("--chunk-frames", type=click.IntRange(8, 100000), default=240, show_default=True,
               help="Longest segment; a killed run loses at most this much work.")
 @click.option("--steps", type=click.IntRange(1, 1000), default=None, help="Diffusion steps.")
@@ -118,8 +123,8 @@ def engine_options(command):
 @click.option("--fusion", type=click.Choice(["literal", "convex", "vp"]), default=None,
               help="Latent fusion form (Eq. 8).")
 def colorize(inputs, output, shots, preset, device, dtype, threads, seed, overwrite, codec, bit_depth, report, strict,
-             quiet, weights, base, tracker, sam2, box_refine, save_masks, chunk_frames, steps, guidance, alpha, beta,
-             fusion):
+             quiet, weights, base, tracker, sam2, box_refine, save_masks, temporal, keyframe_interval, chunk_frames,
+             steps, guidance, alpha, beta, fusion):
     """Colorize INPUTS (a film, images, or folders of images) into OUTPUT."""
     from restorer.console import setup_logging
     from restorer.pipelines.run import colorize_run
@@ -134,7 +139,8 @@ def colorize(inputs, output, shots, preset, device, dtype, threads, seed, overwr
                            overwrite=overwrite, codec=codec,
                            bit_depth=int(bit_depth) if bit_depth else None, strict=strict, quiet=quiet,
                            shots=shots, report=report, weights=weights, base=base, tracker=tracker, sam2=sam2,
-                           box_refine=box_refine, save_masks=save_masks, chunk_frames=chunk_frames, overrides=overrides)
+                           box_refine=box_refine, save_masks=save_masks, temporal=temporal,
+                           keyframe_interval=keyframe_interval, chunk_frames=chunk_frames, overrides=overrides)
     colorize_run(list(inputs), output, opts)
 
 

@@ -132,6 +132,9 @@ class Shot(_Strict):
     prompt: str | None = None
     instances: list[Instance] = Field(default_factory=list,
                                       description="Later instances are on top where they overlap.")
+    keyframes: list[FrameIndex] = Field(default_factory=list,
+                                        description="Frames of this shot the engine must colour itself "
+                                                    "(film frame numbers); the rest are carried from keyframes.")
 
     @field_validator("frames")
     @classmethod
@@ -542,6 +545,7 @@ class ResolvedShot:
     prompt: str | None
     instances: list[ResolvedInstance] = field(default_factory=list)
     detected: bool = False
+    keyframes: tuple[int, ...] = ()  # the user's keyframes (film frame numbers inside the shot)
 
     @property
     def frame_count(self) -> int:
@@ -610,7 +614,8 @@ def resolve_shots(
     resolved = [
         ResolvedShot(-1, start, end, shot.prompt if shot.prompt is not None else default_prompt,
                      [_resolve_instance(inst, (i, j), start, end, film, segmenter_available)
-                      for j, inst in enumerate(shot.instances)])
+                      for j, inst in enumerate(shot.instances)],
+                     keyframes=_keyframes(shot, i, start, end, film))
         for i, shot, start, end in placed
     ]
     resolved += _fill_gaps([(s.start, s.end) for s in resolved], frame_count, detected_cuts, default_prompt)
@@ -628,6 +633,14 @@ def _place_shots(shots: ShotsFile, film: _Film) -> list[tuple[int, Shot, int, in
     placed = [(i, shot, *_shot_range(shot, i, len(shots.shots), film)) for i, shot in enumerate(shots.shots)]
     _check_overlaps(placed, film)
     return placed
+
+
+def _keyframes(shot: Shot, i: int, start: int, end: int, film: _Film) -> tuple[int, ...]:
+    for k, frame in enumerate(shot.keyframes):
+        if not start <= frame <= end:
+            raise film.error(f"keyframe {frame} is outside the shot (frames {start} to {end})",
+                             ("shots", i, "keyframes", k), hint=f"give keyframes between {start} and {end}")
+    return tuple(sorted(set(shot.keyframes)))
 
 
 def _shot_range(shot: Shot, i: int, count: int, film: _Film) -> tuple[int, int]:

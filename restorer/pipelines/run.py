@@ -102,7 +102,9 @@ def colorize_run(inputs: list[Path], output: Path, opts: ColorizeOptions) -> dic
                 report = {"frames": r.frames, "frames_processed": r.frames_processed,
                           "frames_reused": r.frames_reused, "shots": r.shots,
                           "damaged": r.damaged, "warnings": r.warnings,
-                          "shots_file": str(notes) if notes else None}
+                          "shots_file": str(notes) if notes else None,
+                          "temporal": opts.temporal, "keyframes": {str(k): v for k, v in r.keyframes.items()},
+                          "propagated_share": round(r.propagated_share, 4)}
                 if r.damaged:
                     msg = f"{inputs[0]}: damaged; colorized what decodes: {damage_summary(r.damaged)} " \
                           "(--report lists every range)"
