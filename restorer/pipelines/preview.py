@@ -1,8 +1,12 @@
 """`restorer shots preview`: see the tracks before spending time on colour.
 
 Tracks every shot's instances with the run's tracker and writes PNG frames (every
-Nth frame of each shot and every prompted frame) with each instance's outline and
-name drawn over the grayscale, plus a contact sheet of them all.
+Nth frame of each shot, every prompted frame and every fixed keyframe) with each
+instance's outline and name drawn over the grayscale, plus a contact sheet of them
+all, where keyframes are labelled "key". The fixed keyframes are those the temporal
+stage always colours with the model (the shot's start, every ``keyframe_interval``
+frames, the shot's ``keyframes:``); it adds adaptive ones while colouring, where the
+flow loses the picture (report.json lists them all).
 """
 
 from __future__ import annotations
@@ -32,11 +36,20 @@ class _ScratchJob:
         return p
 
 
-def preview_frames(shot, every: int) -> list[int]:
-    """Every ``every``-th frame of the shot, its last frame, and each prompted frame."""
-    picks = set(range(shot.start, shot.end + 1, max(1, every))) | {shot.end}
+def preview_frames(shot, every: int, keyframes: tuple[int, ...] = ()) -> list[int]:
+    """Every ``every``-th frame of the shot, its last frame, each prompted frame and each keyframe."""
+    picks = set(range(shot.start, shot.end + 1, max(1, every))) | {shot.end} | set(keyframes)
     picks |= {p.frame for i in shot.instances for p in i.prompts}
     return sorted(picks)
+
+
+def fixed_keyframes(shot, opts: ColorizeOptions) -> tuple[int, ...]:
+    """The keyframes the temporal stage colours with the model whatever the flow does (none when it is off)."""
+    if opts.temporal == "off":
+        return ()
+    from restorer.pipelines.temporal import window_starts
+
+    return tuple(window_starts(shot.start, shot.end, opts.keyframe_interval, getattr(shot, "keyframes", ())))
 
 
 TILE_WIDTH = 320
@@ -80,7 +93,8 @@ def shots_preview(film: Path, out_dir: Path, opts: ColorizeOptions, *, every: in
     with tempfile.TemporaryDirectory(prefix="restorer-preview-") as scratch:
         for shot in shots:
             masks = make_masks(film, info, shot, _ScratchJob(Path(scratch)))
-            wanted = set(preview_frames(shot, every))
+            keys = set(fixed_keyframes(shot, opts))
+            wanted = set(preview_frames(shot, every, tuple(keys)))
             names = [i.name for i in shot.instances]
             for f in LumaReader(film, info, start=shot.start, end=shot.end):
                 if f.index not in wanted:
@@ -88,7 +102,8 @@ def shots_preview(film: Path, out_dir: Path, opts: ColorizeOptions, *, every: in
                 rgb = draw_preview(luma_to_unit(f.luma, info), masks.get(f.index), names)
                 write_png(out_dir / f"shot{shot.index + 1:04d}_frame{f.index:06d}.png", rgb, opts.overwrite)
                 tiles.append(_thumbnail(rgb))  # the sheet holds small tiles: a long film stays in memory
-                labels.append(f"{shot.index + 1}:{f.index} {info.timecode(f.index)[3:]}")
+                labels.append(f"{shot.index + 1}:{f.index} {info.timecode(f.index)[3:]}"
+                              f"{' key' if f.index in keys else ''}")
     write_png(sheet, contact_sheet(tiles, labels, columns), opts.overwrite)
     log.info("wrote %d preview frames and %s", len(tiles), sheet)
     return sheet

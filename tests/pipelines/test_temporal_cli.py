@@ -42,3 +42,22 @@ def test_a_keyframe_outside_its_shot_is_one_error_at_its_line(tmp_path, restorer
     line = one_error(proc)
     assert "film.shots.yaml:4" in line and "keyframe 40 is outside the shot" in line
     assert not (tmp_path / "out.mkv").exists()
+
+
+def test_shots_preview_draws_the_keyframes(tmp_path, restorer) -> None:
+    from restorer.pipelines.options import ColorizeOptions
+    from restorer.pipelines.preview import fixed_keyframes, preview_frames
+
+    clip = make_clip(tmp_path / "film.mp4", frames=30, audio_streams=0)
+    _shots(tmp_path / "film.shots.yaml", [17])
+    proc = restorer("shots", "preview", clip, "-o", tmp_path / "pv", "--every", "100")
+    assert proc.returncode == 0, proc.stderr
+    frames = sorted(int(p.stem.split("frame")[1]) for p in (tmp_path / "pv").glob("shot*_frame*.png"))
+    assert frames == [0, 17, 24, 29]  # start, the user's keyframe, the interval's, the last frame
+
+    class Shot:
+        start, end, keyframes, instances = 0, 29, (17,), []
+
+    assert fixed_keyframes(Shot, ColorizeOptions(keyframe_interval=10)) == (0, 10, 17, 20)
+    assert fixed_keyframes(Shot, ColorizeOptions(temporal="off")) == ()
+    assert preview_frames(Shot, 100, (5,)) == [0, 5, 29]
