@@ -7,7 +7,9 @@ lightly smoothed, its local mean, and its local contrast (a texture measure), so
 the same brightness as its surroundings but of another texture is still found. The crop is
 downscaled to at most ``work_side`` pixels for speed and the result brought back to full size
 along the luma's edges. A degenerate answer (under ``min_fill`` or over ``max_fill`` of the
-box, or a box with no background around it) falls back to the rectangle.
+box) is tried again with the pieces of a Felzenszwalb segmentation that lie inside the box (kept
+when they fill at least half of it); a box with no background around it, or a second degenerate
+answer, falls back to the rectangle.
 
 ``refine_prompts`` applies it to every box prompt of a shot for the weight-free trackers
 (flow, static): each such prompt gets the refined region as its mask, so the first mask of a
@@ -122,9 +124,36 @@ def refine_box(luma: np.ndarray, box, *, iterations: int = 4, work_side: int = 1
     out &= rect
     fill = out.sum() / rect.sum()
     if not min_fill <= fill <= max_fill:
-        log.debug("grabcut on box %s kept %.0f %% of it: the box is kept", box, 100 * fill)
-        return rect
+        log.debug("grabcut on box %s kept %.0f %% of it: trying the segments inside it", box, 100 * fill)
+        return _segments_inside(gray, (cx0, cy0, cx1, cy1), (x0, y0, x1, y1), rect, max_fill)
     return out
+
+
+SEGMENT_MIN_FILL = 0.5  # segments inside a box must fill half of it to stand for its object
+
+
+def _segments_inside(gray: np.ndarray, crop: tuple[int, int, int, int], box: tuple[int, int, int, int],
+                     rect: np.ndarray, max_fill: float) -> np.ndarray:
+    """When GrabCut finds nothing (gray pictures often give it too little): the pieces of a
+    Felzenszwalb segmentation of the crop that lie at least 80 % inside the box, if together they
+    fill between half of the box and ``max_fill`` of it; else the rectangle."""
+    from skimage.segmentation import felzenszwalb
+
+    cx0, cy0, cx1, cy1 = crop
+    x0, y0, x1, y1 = box
+    labels = felzenszwalb(gray, scale=60, sigma=0.8, min_size=15)
+    inside = np.zeros(gray.shape, bool)
+    inside[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0] = True
+    counts = np.bincount(labels.ravel())
+    within = np.bincount(labels.ravel(), weights=inside.ravel().astype(np.float64), minlength=len(counts))
+    keep = (within >= 0.8 * counts)[labels]
+    fill = keep.sum() / inside.sum()
+    if not SEGMENT_MIN_FILL <= fill <= max_fill:
+        log.debug("the segments inside box %s fill %.0f %% of it: the box is kept", box, 100 * fill)
+        return rect
+    out = np.zeros_like(rect)
+    out[cy0:cy1, cx0:cx1] = keep
+    return out & rect
 
 
 def _tidy(fg: np.ndarray) -> np.ndarray:

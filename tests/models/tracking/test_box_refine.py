@@ -252,3 +252,23 @@ def test_photo_box_with_sam2_takes_sam2s_mask(tmp_path, monkeypatch):
     assert [p.box for p in shots[0].instances[0].prompts] == [tuple(map(float, BOX))]
     assert np.array_equal(np.asarray(Image.open(saved / "x" / "00_disc.png")) > 0, square)
     assert np.array_equal(np.asarray(Image.open(saved / "y" / "00_disc.png")) > 0, refine_box(luma, BOX))
+
+
+def test_a_face_box_on_the_real_sample_film_becomes_the_face() -> None:
+    """On the sample film's frame 60 GrabCut finds nothing in the face box (gray gives it too little);
+    the segments inside the box do: most of the box, not its corners (hair and car seat)."""
+    from pathlib import Path
+
+    import av
+
+    from restorer.models.tracking.refine import refine_box
+
+    sample = Path(__file__).resolve().parents[3] / "samples" / "carphone.mp4"
+    with av.open(str(sample)) as c:
+        luma = next(f for i, f in enumerate(c.decode(video=0)) if i == 60).to_ndarray(format="gray")
+    x0, y0, x1, y1 = 54, 30, 106, 98  # the sidecar's face box
+    m = refine_box(luma.astype(np.float32) / 255, (x0, y0, x1, y1))
+    fill = m.sum() / ((x1 - x0) * (y1 - y0))
+    assert 0.5 <= fill < 0.95, fill
+    assert not m[y0:y0 + 4, x0:x0 + 4].any() and not m[y0:y0 + 4, x1 - 4:x1].any()  # the top corners stay out
+    assert m[(y0 + y1) // 2, (x0 + x1) // 2]  # the middle of the face is in
