@@ -30,7 +30,7 @@ def dataset() -> None:
 
 
 @dataset.command("build")
-@click.argument("images", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Dataset folder to write (resumes if it exists).")
 @click.option("--val-fraction", default=0.1, show_default=True, type=click.FloatRange(0.0, 0.9),
@@ -47,10 +47,10 @@ def dataset() -> None:
 @click.option("--sam2", type=click.Path(path_type=Path), default=None,
               help="Local SAM2 folder: instance masks from its automatic mask generator, the pixels it "
                    "leaves uncovered from the colour segmentation (default: colour segmentation alone).")
-def dataset_build(images: Path, out: Path, val_fraction: float, test_fraction: float, size: int, seed: int,
+def dataset_build(images: tuple[Path, ...], out: Path, val_fraction: float, test_fraction: float, size: int, seed: int,
                   threads: int,
                   contact_sheet: Path | None, sam2: Path | None) -> None:
-    """Build a dataset from the colour photos in IMAGES.
+    """Build a dataset from the colour photos in the IMAGES folders (one or more; each record notes its folder).
 
     Each photo gets 3-12 instance masks (fewer for a simple photo) from a colour segmentation,
     or from SAM2's automatic masks with --sam2, and an "object + colour" text per instance.
@@ -64,7 +64,8 @@ def dataset_build(images: Path, out: Path, val_fraction: float, test_fraction: f
 
         raise InputError(f"--val-fraction {val_fraction} and --test-fraction {test_fraction} leave too little "
                          "to train on", hint="keep their sum at 0.9 or below")
-    manifest = build_dataset(images, out, val_fraction=val_fraction, test_fraction=test_fraction, size=size,
+    manifest = build_dataset(images[0] if len(images) == 1 else list(images), out, val_fraction=val_fraction,
+                             test_fraction=test_fraction, size=size,
                              seed=seed, sam2=sam2)
     if contact_sheet:
         dataset_contact_sheet(out, contact_sheet)

@@ -187,10 +187,30 @@ def assign_splits(names: list[str], hashes: list[int], fraction: float, test_fra
 
 
 def list_images(images: Path | Iterable[Path]) -> list[Path]:
-    """Image files of a folder (sorted by name), or the given paths."""
-    if isinstance(images, (str, Path)):
-        images = [p for p in Path(images).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
-    return sorted((Path(p) for p in images), key=lambda p: p.name)
+    """Image files of a folder, of several folders, or the given paths, sorted by name.
+
+    Records are named by the file's stem, so two files with one stem (from two folders) are refused.
+
+    Raises:
+        InputError: two images share a stem.
+    """
+    from restorer.errors import InputError
+
+    items = [Path(images)] if isinstance(images, (str, Path)) else [Path(p) for p in images]
+    files: list[Path] = []
+    for item in items:
+        if item.is_dir():
+            files += [p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        else:
+            files.append(item)
+    files.sort(key=lambda p: p.name)
+    seen: dict[str, Path] = {}
+    for f in files:
+        if f.stem in seen:
+            raise InputError(f"{seen[f.stem]} and {f} have the same name {f.stem!r}", path=f,
+                             hint="rename one of them: dataset records are named by the file's name")
+        seen[f.stem] = f
+    return files
 
 
 # --- segmentation -------------------------------------------------------------------------------
@@ -431,7 +451,7 @@ def _build_one(path: Path, out: Path, opts: BuildOptions, namer, palette,
     stem = path.stem
     Image.fromarray((rgb * 255).round().astype(np.uint8)).save(out / "images" / f"{stem}.png")
     Image.fromarray(labels).save(out / "masks" / f"{stem}.png")
-    rec = {"name": stem, "source": path.name, "sha256": _file_hash(path),
+    rec = {"name": stem, "source": path.name, "folder": path.parent.name, "sha256": _file_hash(path),
            "split": split_candidate(path.name, opts.val_fraction, opts.test_fraction),
            "image": f"images/{stem}.png", "masks": f"masks/{stem}.png",
            "size": [int(rgb.shape[0]), int(rgb.shape[1])], **describe(rgb, labels, namer, palette)}
@@ -447,7 +467,8 @@ def build_dataset(images: Path | Iterable[Path], out: Path, *, val_fraction: flo
     """Build (or resume building) a dataset folder; returns the manifest.
 
     Args:
-        images: a folder of colour photos, or a list of files.
+        images: a folder of colour photos, several folders, or a list of files (each record notes
+            the folder its photo came from).
         out: the dataset folder (created; records already there are kept, i.e. resumed).
         val_fraction: share of photos (by name hash) held out as the development split (``val``).
         test_fraction: share held out as the test split (scored once per shipped model, never used

@@ -184,3 +184,25 @@ def test_dataset_build_cli_reports_three_splits(tmp_path, restorer) -> None:
     assert summary["train"] + summary["val"] + summary["test"] == summary["count"] == 12
     bad = restorer("dataset", "build", photos, "-o", tmp_path / "e", "--val-fraction", "0.5", "--test-fraction", "0.5")
     assert bad.returncode == 2 and "too little" in bad.stderr
+
+
+def test_dataset_build_takes_several_folders_and_notes_each_photos_folder(tmp_path, restorer, one_error) -> None:
+    rng = np.random.default_rng(9)
+    for folder, names in (("debian-wallpapers", ["sea", "hill"]), ("pypi-photos", ["cat"])):
+        (tmp_path / folder).mkdir()
+        for n in names:
+            img = np.zeros((40, 48, 3), np.uint8)
+            img[:20], img[20:] = rng.integers(0, 255, 3), rng.integers(0, 255, 3)
+            Image.fromarray(img).save(tmp_path / folder / f"{n}.png")
+    proc = restorer("dataset", "build", tmp_path / "debian-wallpapers", tmp_path / "pypi-photos", "-o",
+                    tmp_path / "d", "--size", "48", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    recs = {json.loads(line)["source"]: json.loads(line)
+            for line in (tmp_path / "d" / "dataset.jsonl").read_text().splitlines()}
+    want = {"sea.png": "debian-wallpapers", "hill.png": "debian-wallpapers", "cat.png": "pypi-photos"}
+    assert {k: r["folder"] for k, r in recs.items()} == want
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "pypi-photos" / "sea.jpg")  # a second "sea"
+    clash = restorer("dataset", "build", tmp_path / "debian-wallpapers", tmp_path / "pypi-photos", "-o",
+                     tmp_path / "e", timeout=300)
+    assert clash.returncode == 2
+    assert "same name 'sea'" in one_error(clash) and not (tmp_path / "e").exists()
