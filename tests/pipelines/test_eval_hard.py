@@ -4,7 +4,6 @@ leakage in the border band (issue 11 item 5)."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from PIL import Image
 from scipy import ndimage
 
