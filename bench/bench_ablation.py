@@ -45,7 +45,7 @@ def open_config(name: str):
 
 
 def run(data: Path, config: str, split: str, objects: int, shard: tuple[int, int]) -> dict:
-    from restorer.io.color import srgb_to_lab
+    from restorer.io.color import rgb_to_luma, srgb_to_lab
     from restorer.pipelines import evaluate as ev
     from restorer.pipelines.dataset import load_record, palette_lab, read_dataset
     from restorer.pipelines.options import shot_seed
@@ -55,9 +55,9 @@ def run(data: Path, config: str, split: str, objects: int, shard: tuple[int, int
     for rec in read_dataset(data, split)[shard[0]::shard[1]]:
         rgb, labels = load_record(data, rec)
         gt = rgb.astype(np.float64) * 255
-        luma = (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]).astype(np.float32)
+        luma = rgb_to_luma(rgb)
         auto = ev.colorize(engine, luma, [], np.zeros((0, *luma.shape), bool), seed)
-        picked = sorted((i for i in rec["instances"] if 0.03 <= i["area"] <= 0.4), key=lambda i: -i["area"])
+        picked = ev.object_regions(rec)
         for inst in picked[:objects]:
             m = labels == inst["id"]
             own = ev.colorize(engine, luma, [inst["text"]], m[None], seed)

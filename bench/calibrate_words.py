@@ -29,7 +29,7 @@ def vivid_words() -> list[str]:
 
 
 def run(data: Path, photos: int, shard: tuple[int, int]) -> list[dict]:
-    from restorer.io.color import srgb_to_lab
+    from restorer.io.color import rgb_to_luma, srgb_to_lab
     from restorer.pipelines import evaluate as ev
     from restorer.pipelines.dataset import load_record, read_dataset
     from restorer.pipelines.options import shot_seed
@@ -39,8 +39,8 @@ def run(data: Path, photos: int, shard: tuple[int, int]) -> list[dict]:
     rows = []
     for rec in read_dataset(data, "train")[:photos][shard[0]::shard[1]]:
         rgb, labels = load_record(data, rec)
-        luma = (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]).astype(np.float32)
-        picked = sorted((i for i in rec["instances"] if 0.03 <= i["area"] <= 0.4), key=lambda i: -i["area"])
+        luma = rgb_to_luma(rgb)
+        picked = ev.object_regions(rec)
         if not picked:
             continue
         inst = picked[0]

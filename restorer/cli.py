@@ -159,26 +159,18 @@ def watch(folder, output, preset, device, dtype, threads, seed, weights, base, o
     A photo is read once its size has stayed the same for --settle seconds; its sidecar
     (x.shots.yaml beside x.jpg) is used if present. Ctrl-C stops; the next run goes on.
     """
-    from restorer import presets as presets_module
     from restorer.jobs import require_file
-    from restorer.pipelines.options import ColorizeOptions, resolve_device
+    from restorer.pipelines.options import ColorizeOptions
     from restorer.pipelines.photo import PhotoColorizationPipeline
+    from restorer.pipelines.run import open_run_engine
     from restorer.pipelines.watch import watch_folder
-    from restorer.presets import DEFAULT_PRESET, load_preset, open_engine
+    from restorer.presets import DEFAULT_PRESET, load_preset
 
     opts = ColorizeOptions(preset=preset or DEFAULT_PRESET, device=device, dtype=dtype, threads=threads, seed=seed,
                            weights=weights, base=base, overwrite=overwrite)
     chosen = load_preset(opts.preset)
     require_file(folder, "watched folder")
-    engine_check = getattr(presets_module, "preflight", None)
-    if engine_check is not None:  # refuse missing weights before they would load
-        engine_check(chosen, weights=weights, base=base)
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    engine = open_engine(chosen, device=resolve_device(device), weights=weights, base=base,
-                         dtype=dtype)
+    engine, _ = open_run_engine(chosen, opts)  # open_engine refuses missing weights before they load
     try:
         n = watch_folder(folder, output, PhotoColorizationPipeline(engine, opts), settle=settle, once=once)
     except KeyboardInterrupt:

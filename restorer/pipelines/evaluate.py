@@ -311,27 +311,37 @@ def outside(mask: np.ndarray, fraction: float = 0.05) -> np.ndarray:
 
 def leakage(base: np.ndarray, changed: np.ndarray, mask: np.ndarray) -> float:
     """Mean |Δa*b*| between two outputs outside the dilated mask (0 if nothing is outside)."""
+    return delta_ab(base, changed, outside(mask))
+
+
+def delta_ab(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
+    """Mean |Δa*b*| of two RGB (0..255) outputs over ``where`` (0 where it is empty)."""
     from restorer.io.color import srgb_to_lab
 
-    out = outside(mask)
-    if not out.any():
+    if not where.any():
         return 0.0
-    ab = [srgb_to_lab(np.asarray(x, np.float64) / 255)[..., 1:] for x in (base, changed)]
-    d = ab[0] - ab[1]
-    return float(np.hypot(d[..., 0], d[..., 1])[out].mean())
+    d = srgb_to_lab(np.asarray(a, np.float64) / 255)[..., 1:] - srgb_to_lab(np.asarray(b, np.float64) / 255)[..., 1:]
+    return float(np.hypot(d[..., 0], d[..., 1])[where].mean())
 
 
 def counter_color(true_lab: list[float] | np.ndarray) -> str:
     """The requested colour for an instance: among the vivid names at least 90° of hue away from its
     true colour (any, for a near-gray truth), the one closest in L* (its luma is kept)."""
-    from restorer.io.color import hue_difference_deg, lab_chroma, lab_hue_deg
     from restorer.pipelines.dataset import COUNTER_COLORS, palette_lab
 
     pal = palette_lab()
+    return far_colour(true_lab, {c: pal[c] for c in COUNTER_COLORS})
+
+
+def far_colour(true_lab, candidates: dict[str, np.ndarray]) -> str:
+    """Among ``candidates`` (name -> CIELab) those at least 90° of hue from the truth (all, for a
+    near-gray truth), the one closest in L*; ties by name."""
+    from restorer.io.color import hue_difference_deg, lab_chroma, lab_hue_deg
+
     lab = np.asarray(true_lab, np.float64)
-    far = [c for c in COUNTER_COLORS
-           if lab_chroma(lab[1:]) < 10 or hue_difference_deg(lab_hue_deg(lab[1:]), lab_hue_deg(pal[c][1:])) >= 90]
-    return min(far, key=lambda c: (abs(pal[c][0] - lab[0]), c))
+    far = [c for c, v in candidates.items()
+           if lab_chroma(lab[1:]) < 10 or hue_difference_deg(lab_hue_deg(lab[1:]), lab_hue_deg(v[1:])) >= 90]
+    return min(far, key=lambda c: (abs(candidates[c][0] - lab[0]), c))
 
 
 def evaluate_split(data: Path, *, preset: str = "tiny", weights: Path | None = None, save: Path | None = None,
@@ -386,14 +396,9 @@ BAND_FRACTION = 0.02  # the border band: up to 2 % of the image diagonal outside
 def hard_color(true_lab) -> str:
     """A colour word from :data:`HARD_COLORS` at least 90° of hue from the truth (any for a near-gray
     truth), the closest in L*; ties by name."""
-    from restorer.io.color import hue_difference_deg, lab_chroma, lab_hue_deg
     from restorer.models.colornames import parse_color
 
-    lab = np.asarray(true_lab, np.float64)
-    labs = {c: np.asarray(parse_color(c).lab, np.float64) for c in HARD_COLORS}
-    far = [c for c, v in labs.items()
-           if lab_chroma(lab[1:]) < 10 or hue_difference_deg(lab_hue_deg(lab[1:]), lab_hue_deg(v[1:])) >= 90]
-    return min(far, key=lambda c: (abs(labs[c][0] - lab[0]), c))
+    return far_colour(true_lab, {c: np.asarray(parse_color(c).lab, np.float64) for c in HARD_COLORS})
 
 
 def border_band(mask: np.ndarray, fraction: float = BAND_FRACTION) -> np.ndarray:
@@ -403,16 +408,6 @@ def border_band(mask: np.ndarray, fraction: float = BAND_FRACTION) -> np.ndarray
     r = max(2, int(round(fraction * float(np.hypot(*mask.shape)))))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
     return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool) & ~mask
-
-
-def delta_ab(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
-    """Mean |Δa*b*| of two RGB (0..255) outputs over ``where`` (0 where it is empty)."""
-    from restorer.io.color import srgb_to_lab
-
-    if not where.any():
-        return 0.0
-    d = srgb_to_lab(np.asarray(a, np.float64) / 255)[..., 1:] - srgb_to_lab(np.asarray(b, np.float64) / 255)[..., 1:]
-    return float(np.hypot(d[..., 0], d[..., 1])[where].mean())
 
 
 def evaluate_hard(data: Path, *, preset: str = "tiny", weights: Path | None = None, split: str = "val",
@@ -428,7 +423,7 @@ def evaluate_hard(data: Path, *, preset: str = "tiny", weights: Path | None = No
     automatic output of the same photo, in the border band just outside the mask
     (:func:`border_band`, where colour bleeds) and beyond the 5 % margin (:func:`outside`).
     """
-    from restorer.io.color import srgb_to_lab
+    from restorer.io.color import rgb_to_luma, srgb_to_lab
     from restorer.models.colornames import parse_color
     from restorer.pipelines.dataset import load_record, read_dataset
     from restorer.pipelines.options import shot_seed
@@ -444,10 +439,9 @@ def evaluate_hard(data: Path, *, preset: str = "tiny", weights: Path | None = No
     try:
         for rec in records:
             rgb, labels = load_record(data, rec)
-            luma = (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]).astype(np.float32)
+            luma = rgb_to_luma(rgb)
             auto = colorize(engine, luma, [], np.zeros((0, *luma.shape), bool), shot_seed(seed, 0))
-            picked = sorted((i for i in rec["instances"] if min_area <= i["area"] <= max_area),
-                            key=lambda i: -i["area"])[:objects]
+            picked = object_regions(rec, min_area, max_area)[:objects]
             for inst in picked:
                 color = hard_color(inst["lab"])
                 obj = inst["object"] if inst["object"] != "area" else "thing"
@@ -475,6 +469,12 @@ def evaluate_hard(data: Path, *, preset: str = "tiny", weights: Path | None = No
     return result
 
 
+def object_regions(rec: dict[str, Any], min_area: float = 0.03, max_area: float = 0.4) -> list[dict[str, Any]]:
+    """A record's instances that may stand for objects (covering ``min_area``..``max_area`` of the
+    photo, not the background), largest first."""
+    return sorted((i for i in rec["instances"] if min_area <= i["area"] <= max_area), key=lambda i: -i["area"])
+
+
 def merge_hard(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """The summary of one or more :func:`evaluate_hard` results."""
     raw = {key: [x for p in parts for x in p["raw"][key]]
@@ -500,12 +500,13 @@ def merge_results(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _one_record(engine, data: Path, rec: dict[str, Any], raw: dict[str, list], save: Path | None,
                 per_image: int, min_area: float, seed: int) -> None:
+    from restorer.io.color import rgb_to_luma
     from restorer.pipelines.dataset import load_record, palette_lab
 
     pal = palette_lab()
     rgb, labels = load_record(data, rec)
     gt = rgb.astype(np.float64) * 255
-    luma = (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]).astype(np.float32)
+    luma = rgb_to_luma(rgb)
     pred = colorize(engine, luma, [], np.zeros((0, *luma.shape), bool), seed)
     raw["automatic"].append(image_metrics(pred, gt))
     raw["gray"].append(image_metrics(colorize(None, luma, [], None, seed), gt))

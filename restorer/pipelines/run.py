@@ -40,11 +40,9 @@ def preflight(kind: str, inputs: list[Path], output: Path, opts: ColorizeOptions
     A wrong path, an existing output, an empty file or a broken shots file is refused in about a
     second instead of after the weights have loaded. Returns the film's shots file, if it has one.
     """
-    from restorer import presets
+    from restorer.presets import preflight as engine_preflight
 
-    engine_check = getattr(presets, "preflight", None)  # the engine's own path checks (weights, base)
-    if engine_check is not None:
-        engine_check(preset, weights=opts.weights, base=opts.base)
+    engine_preflight(preset, weights=opts.weights, base=opts.base)  # the engine's own path checks
     if opts.sam2 is not None:
         from restorer.models.tracking.sam2 import check_sam2_folder
 
@@ -73,6 +71,23 @@ def preflight(kind: str, inputs: list[Path], output: Path, opts: ColorizeOptions
     return notes
 
 
+def open_run_engine(preset, opts: ColorizeOptions):
+    """The run's engine, opened once (``colorize`` and ``watch``): torch's threads, the device, the dtype.
+
+    Returns (engine, device)."""
+    from restorer.presets import open_engine
+
+    if opts.threads:
+        import torch
+
+        torch.set_num_threads(opts.threads)
+    # A CPU-only engine needs no device probe: `auto` would import torch (seconds) for nothing.
+    device = "cpu" if opts.device == "auto" and preset.runs_on == "cpu" else resolve_device(opts.device)
+    engine = open_engine(preset, device=device, weights=opts.weights, base=opts.base, overrides=opts.overrides,
+                         dtype=opts.dtype)
+    return engine, device
+
+
 def colorize_run(inputs: list[Path], output: Path, opts: ColorizeOptions) -> dict[str, Any]:
     from restorer.presets import DEFAULT_PRESET, load_preset
 
@@ -81,17 +96,8 @@ def colorize_run(inputs: list[Path], output: Path, opts: ColorizeOptions) -> dic
     opts.preset = preset.name
     opts.preset_config = preset.model_dump()
     notes = preflight(kind, inputs, output, opts, preset)
-    if opts.threads:
-        import torch
-
-        torch.set_num_threads(opts.threads)
-    from restorer.presets import open_engine
-
-    # A CPU-only engine needs no device probe: `auto` would import torch (seconds) for nothing.
-    device = "cpu" if opts.device == "auto" and preset.runs_on == "cpu" else resolve_device(opts.device)
     clock = Stopwatch()
-    engine = open_engine(preset, device=device, weights=opts.weights, base=opts.base, overrides=opts.overrides,
-                         dtype=opts.dtype)
+    engine, device = open_run_engine(preset, opts)
     try:
         with progress(enabled=not opts.quiet) as bar:
             if kind == "video":
