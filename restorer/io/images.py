@@ -111,9 +111,14 @@ def _read_bytes(path: Path) -> bytes:
         raise InputError(f"cannot read: {err.strerror or err}", path=path,
                          hint="check the file's permissions") from None
     if not data:
-        raise InputError("is empty (0 bytes)", path=path,
-                         hint="copy the photo again: an interrupted copy or download leaves an empty file")
+        raise empty_photo(path)
     return data
+
+
+def empty_photo(path: Path) -> InputError:
+    """The error for a zero-byte photo (an interrupted copy or download)."""
+    return InputError("is empty (0 bytes)", path=path,
+                      hint="copy the photo again: an interrupted copy or download leaves an empty file")
 
 
 def _decode(path: Path, data: bytes) -> tuple[dict, np.ndarray]:

@@ -109,8 +109,9 @@ def preflight(inputs: list[Path], output: Path, opts: ColorizeOptions) -> list[P
     check_output(output, inputs, overwrite=opts.overwrite, is_dir=not single)
     check_task_outputs(tasks)
     if len(tasks) == 1 and tasks[0].source.stat().st_size == 0:
-        raise InputError("is empty (0 bytes)", path=tasks[0].source,
-                         hint="copy the photo again: an interrupted copy or download leaves an empty file")
+        from restorer.io.images import empty_photo
+
+        raise empty_photo(tasks[0].source)
     if not opts.overwrite and not Job(output, {}).folder.exists():  # no job to resume: an existing output is final
         for task in tasks:
             if task.output.exists():
@@ -153,15 +154,14 @@ def check_task_outputs(tasks: list[PhotoTask]) -> None:
 
 def save_photo_masks(folder: Path, names: list[str], masks: np.ndarray) -> None:
     """One 0/255 PNG per instance, ``folder/NN_name.png``, as the film's ``--save-masks`` names them."""
-    import re
-
     import cv2
+
+    from restorer.models.tracking.store import instance_file_name
 
     folder.mkdir(parents=True, exist_ok=True)
     for i, (name, m) in enumerate(zip(names, masks, strict=True)):
-        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "instance"
         ok, buf = cv2.imencode(".png", m.astype(np.uint8) * 255)
-        with open_atomic(folder / f"{i:02d}_{safe}.png", sync=False) as f:
+        with open_atomic(folder / f"{instance_file_name(i, name)}.png", sync=False) as f:
             f.write(buf.tobytes())
 
 

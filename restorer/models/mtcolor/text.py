@@ -8,6 +8,7 @@ U-Net's cross-attention width by the adapter's ``prompt_proj``.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Protocol
 
@@ -31,6 +32,13 @@ class TextEncoder(Protocol):
 _FILLER = {"a", "an", "the", "should", "be", "is", "are", "make", "made", "paint", "painted", "colour", "color",
            "coloured", "colored", "in", "of", "with", "it", "its", "please", "and", "bright", "vivid", "deep",
            "dark", "light", "pale", "very", "slightly", "turn", "turned", "look", "looks", "like", "all"}
+
+
+@functools.lru_cache(maxsize=4)
+def _word_labs(words: tuple[str, ...]) -> dict[str, np.ndarray]:
+    from restorer.models.colornames import parse_color
+
+    return {w: np.asarray(parse_color(w).lab, np.float64) for w in words}
 
 
 def canonical_text(text: str, words: tuple[str, ...], rendered: dict[str, dict] | None = None) -> str:
@@ -64,7 +72,7 @@ def canonical_text(text: str, words: tuple[str, ...], rendered: dict[str, dict] 
         colour = match.name
     else:
         lab = np.asarray(match.lab, np.float64)
-        labs = {w: np.asarray(parse_color(w).lab, np.float64) for w in words}
+        labs = _word_labs(words)
         vivid = [w for w, v in labs.items() if lab_chroma(v[1:]) >= 20]
 
         def hue_gap(w: str) -> float:

@@ -30,6 +30,12 @@ _MARKER = "complete.json"
 _META = "meta.json"
 
 
+def instance_file_name(index: int, name: str) -> str:
+    """``NN_name`` for instance ``index``: the name a saved mask (a film's folder, a photo's PNG) carries."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "instance"
+    return f"{index:02d}_{safe}"
+
+
 def _write_atomic(path: Path, data: bytes, sync: bool = True) -> None:
     # frames need not be synced one by one: a store without its marker is redone
     with open_atomic(path, "wb", sync=sync) as f:
@@ -125,8 +131,7 @@ class MaskStore:
         folder = Path(folder)
         dirs = []
         for i, name in enumerate(self.names):
-            safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "instance"
-            d = folder / f"{i:02d}_{safe}"
+            d = folder / instance_file_name(i, name)
             d.mkdir(parents=True, exist_ok=True)
             dirs.append(d)
         for index, masks in self:
