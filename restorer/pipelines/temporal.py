@@ -29,8 +29,20 @@ being coloured: a pixel outside every mask never takes an instance's colour, eve
 flow carries it from inside a mask on the keyframe (it then gets the background's colour from
 nearby, with low weight); a pixel inside an instance's mask takes that instance's colour.
 
-Pixels that no flow explains take the nearer keyframe's colour along its (unreliable) flow:
-the engine is never run on a frame that is not a keyframe.
+No pops. A keyframe after the first of a segment is *reconciled* with the colour carried to it:
+where the forward chain from the previous keyframe is confident (and lands in the same region),
+its chroma moves ``reconcile`` of the way from the engine's towards the carried one. The keyframes
+of a shot are then an exponentially weighted average of the engine's runs along the flow (no
+drift: the weight of a keyframe ``n`` runs back is ``reconcile ** n``), and a keyframe does not
+flash where the engine happens to disagree with its predecessor. A segment's first keyframe is
+not reconciled (it has no predecessor in the segment), and the last window of a segment blends
+towards the next segment's unreconciled first keyframe, so a segment depends on its own frames
+alone and a resumed film is identical.
+
+Pixels that no flow explains take the nearer keyframe's colour along its (unreliable) flow,
+blended with the engine's cheap automatic colour of that frame (``fill``: tiny's prior, no
+diffusion step) where the frame's background is unexplained; without a ``fill`` the engine is
+never run on a frame that is not a keyframe.
 
 Everything runs at a working size (longer side at most ``work_side``); the pipeline brings the
 chroma to full size guided by the luma, as it does for an engine's chroma.
@@ -59,6 +71,10 @@ class TemporalSettings:
     growth: float = 2.0  # an instance's mask this many times its keyframe area: new content, a keyframe
     entering_pixels: int = 16  # ... and at least this many working-size pixels
     flow_preset: str = "medium"
+    # a keyframe moves this share of the way towards the colour carried to it where the flow is confident
+    reconcile: float = 0.5
+    # the engine's cheap colour fills an unexplained background when more than this share of a frame is
+    fill_share: float = 0.01
 
 
 @dataclass
@@ -161,11 +177,12 @@ class Propagator:
 
     ``run(items, next_item)`` yields ``(item, ab)`` in order, ``ab`` (h, w, 2) float32 at the working
     size. ``items`` are the segment's decoded frames; ``next_item`` the first decoded frame after the
-    segment in the same shot (the next window's keyframe), or ``None`` at the shot's end.
+    segment in the same shot (the next window's keyframe), or ``None`` at the shot's end. ``fill(item)``,
+    when given, is the engine's cheap automatic chroma of a frame (for what no flow explains).
     """
 
     def __init__(self, settings: TemporalSettings, size: tuple[int, int], starts: list[int],
-                 colour: Callable[[Item], np.ndarray]):
+                 colour: Callable[[Item], np.ndarray], fill: Callable[[Item], np.ndarray] | None = None):
         from restorer.models.tracking.flow import DenseFlow, FlowSettings
 
         self.settings = settings
@@ -177,44 +194,85 @@ class Propagator:
         self.grid = self.flow.grid
         self.starts = starts
         self.colour = colour
+        self.fill = fill
         self.stats = Stats()
+        self.filled = 0  # frames that took the engine's cheap colour somewhere
         self.step_share = 1.0  # the share of pixels the last step of :meth:`_carry` explained
-        self._keys: dict[int, _Layers] = {}  # keyframe chroma at the working size, by film index
+        self._raws: dict[int, _Layers] = {}  # keyframe chroma as the engine gives it, by film index
+        self._keys: dict[int, _Layers] = {}  # ... and as shown (reconciled)
+        self._priors: dict[int, tuple] = {}  # a coming keyframe: the previous one and the chain to it
 
     def window_of(self, index: int) -> int:
         return bisect.bisect_right(self.starts, index) - 1
 
-    def run(self, items: Iterable[Item], next_item: Callable[[], Item | None]) -> Iterator[tuple[Item, np.ndarray]]:
+    def run(self, items: Iterable[Item], next_item: Callable[[], Item | None],
+            before: Iterable[Item] = ()) -> Iterator[tuple[Item, np.ndarray]]:
+        """``before``: when the segment starts inside a shot, the frames of the window before it (the
+        segment's first keyframe is reconciled with what that window carries to it, as in a whole run)."""
         buffer: list[_Frame] = []
+        before = [self._frame(item) for item in before]
         for item in items:
-            frame = _Frame(item, self.flow, self.wsize, self.settings.flat_gradient)
+            frame = self._frame(item)
+            if before:
+                self._prior_from(before, frame)
+                before = []
             if buffer and self.window_of(item.index) != self.window_of(buffer[0].item.index):
                 yield from self._window(buffer, frame)
                 buffer = []
             buffer.append(frame)
         if buffer:
             nxt = next_item()
-            end = None if nxt is None else _Frame(nxt, self.flow, self.wsize, self.settings.flat_gradient)
-            yield from self._window(buffer, end)
+            yield from self._window(buffer, None if nxt is None else self._frame(nxt))
+
+    def _frame(self, item: Item) -> "_Frame":
+        return _Frame(item, self.flow, self.wsize, self.settings.flat_gradient)
+
+    def _prior_from(self, frames: list["_Frame"], first: "_Frame") -> None:
+        """Plan the window before the segment as the previous segment did and keep what it carries to
+        ``first`` (the engine runs once more, on that window's last keyframe)."""
+        plan = self._plan(frames, first)
+        last = plan.keys[-2]
+        self._priors[first.item.index] = (self._raw(frames[last]), plan.arrive[len(frames)])
 
     # -- one window --------------------------------------------------------------------
 
-    def _key(self, frame: _Frame) -> "_Layers":
-        """A keyframe's chroma (the engine's, at the working size) in layers; the last two are kept."""
+    def _working(self, ab: np.ndarray, frame: _Frame) -> np.ndarray:
+        """An engine's chroma at the working size."""
+        import cv2
+
+        from restorer.pipelines.frames import full_chroma
+
+        ab = np.asarray(ab, np.float32)
+        h, w = self.wsize
+        if ab.shape[0] > h or ab.shape[1] > w:
+            return cv2.resize(ab, (w, h), interpolation=cv2.INTER_AREA).reshape(h, w, 2)
+        if ab.shape[:2] != (h, w):
+            return full_chroma(ab, frame.luma, frame.masks)
+        return ab
+
+    def _raw(self, frame: "_Frame") -> "_Layers":
+        """A keyframe's chroma as the engine gives it (working size, in layers); the last two are kept."""
+        index = frame.item.index
+        if index not in self._raws:
+            ab = self._working(self.colour(frame.item), frame)
+            self._raws = {**_newest(self._raws), index: _Layers(frame, ab)}
+        return self._raws[index]
+
+    def _key(self, frame: "_Frame") -> "_Layers":
+        """A keyframe's chroma as shown: the engine's, reconciled with what the flow carried to it from
+        the previous keyframe where the flow is confident (see the module docstring)."""
         index = frame.item.index
         if index not in self._keys:
-            import cv2
-
-            from restorer.pipelines.frames import full_chroma
-
-            ab = np.asarray(self.colour(frame.item), np.float32)
-            h, w = self.wsize
-            if ab.shape[0] > h or ab.shape[1] > w:
-                ab = cv2.resize(ab, (w, h), interpolation=cv2.INTER_AREA).reshape(h, w, 2)
-            elif ab.shape[:2] != (h, w):
-                ab = full_chroma(ab, frame.luma, frame.masks)
-            last = {k: v for k, v in self._keys.items() if k == max(self._keys)} if self._keys else {}
-            self._keys = {**last, index: _Layers(frame, ab.astype(np.float32))}
+            raw = self._raw(frame)
+            ab, prior = raw.ab, self._priors.pop(index, None)
+            r = self.settings.reconcile
+            if prior is not None and r > 0:
+                before, (coords, valid) = prior
+                carried, has, match = before.sample(coords, frame.labels)
+                trust = r * np.clip(valid * match * (has >= 1.0), 0.0, 1.0)
+                ab = ab + trust[..., None] * (carried - ab)
+            layers = raw if ab is raw.ab else _Layers(frame, ab.astype(np.float32))
+            self._keys = {**_newest(self._keys), index: layers}
         return self._keys[index]
 
     def _carry(self, coords: np.ndarray, valid: np.ndarray, f_to: np.ndarray, f_from: np.ndarray,
@@ -245,24 +303,34 @@ class Propagator:
         s = self.settings
         return bool(np.any(frame.areas >= np.maximum(s.entering_pixels, s.growth * key.areas)))
 
-    def _window(self, frames: list[_Frame], end: _Frame | None) -> Iterator[tuple[Item, np.ndarray]]:
+    def _plan(self, frames: list["_Frame"], end: "_Frame | None") -> "_Plan":
+        """A window's flow, keyframes and forward chains: sweeping forwards from its first frame, a
+        keyframe where the flow stops explaining the picture; ``end``: the next window's first frame."""
         seq = frames + ([end] if end is not None else [])
-        pairs = [self.flow.pair(seq[i].gray, seq[i + 1].gray) for i in range(len(seq) - 1)]  # (f_ba, f_ab)
-        # forwards from the window's keyframe, adding keyframes where the flow stops explaining the picture
-        keys, fwd = [0], [None] * len(frames)
+        plan = _Plan(seq, [self.flow.pair(seq[i].gray, seq[i + 1].gray) for i in range(len(seq) - 1)])
         ones = np.ones(self.wsize, np.float32)
         coords, valid = self.grid.copy(), ones
+        plan.fwd = [None] * len(frames)
+        s = self.settings
         for i in range(1, len(frames)):
-            f_ba, f_ab = pairs[i - 1]
+            f_ba, f_ab = plan.pairs[i - 1]
             coords, valid = self._carry(coords, valid, f_ba, f_ab, frames[i], frames[i - 1])
-            s = self.settings
             if (float(valid.mean()) < s.min_confidence or self.step_share < s.min_step_confidence
-                    or self._entering(frames[i], frames[keys[-1]])):
-                keys.append(i)
+                    or self._entering(frames[i], frames[plan.keys[-1]])):
+                plan.keys.append(i)
+                plan.arrive[i] = (coords, valid)
                 coords, valid = self.grid.copy(), ones
-            fwd[i] = (coords, valid)
+            plan.fwd[i] = (coords, valid)
         if end is not None:
-            keys.append(len(seq) - 1)
+            plan.keys.append(len(seq) - 1)
+            f_ba, f_ab = plan.pairs[len(frames) - 1]
+            plan.arrive[len(seq) - 1] = self._carry(coords, valid, f_ba, f_ab, end, frames[-1])
+        return plan
+
+    def _window(self, frames: list["_Frame"], end: "_Frame | None") -> Iterator[tuple[Item, np.ndarray]]:
+        plan = self._plan(frames, end)
+        seq, keys, pairs = plan.seq, plan.keys, plan.pairs
+        ones = np.ones(self.wsize, np.float32)
         out: list[np.ndarray | None] = [None] * len(frames)
         shares = [0.0] * len(frames)
         for n, k0 in enumerate(keys):
@@ -272,6 +340,8 @@ class Propagator:
             out[k0] = key0.ab
             k1 = keys[n + 1] if n + 1 < len(keys) else None
             last = (k1 if k1 is not None else len(frames)) - 1
+            if k1 is not None and k1 in plan.arrive:
+                self._priors[seq[k1].item.index] = (self._raw(seq[k0]), plan.arrive[k1])
             if last <= k0:
                 continue
             back: list = [None] * (last + 1)
@@ -284,7 +354,7 @@ class Propagator:
                     coords, valid = self._carry(coords, valid, f_ab, f_ba, seq[i], seq[i + 1])
                     back[i] = (coords, valid)
             for i in range(k0 + 1, last + 1):
-                out[i], shares[i] = self._blend(frames[i], key0, fwd[i], i - k0,
+                out[i], shares[i] = self._blend(frames[i], key0, plan.fwd[i], i - k0,
                                                 key1, back[i], (k1 - i) if k1 is not None else 0)
         self.stats.frames += len(frames)
         self.stats.propagated += float(sum(shares))
@@ -298,6 +368,7 @@ class Propagator:
         total = np.zeros((*self.wsize, 2), np.float32)
         weight = np.zeros(self.wsize, np.float32)
         explained = np.zeros(self.wsize, bool)
+        best = np.zeros(self.wsize, np.float32)  # the most any keyframe explains a pixel
         sides = [(key0, fwd, d1 if key1 is not None else 1)]
         if key1 is not None:
             sides.append((key1, bwd, d0))
@@ -305,11 +376,33 @@ class Propagator:
             value, has, match = key.sample(coords, frame.labels)
             conf = valid * match
             explained |= conf > 0.5
+            best = np.maximum(best, conf * has)
             w = (conf + 1e-3) * has * float(dist)  # 1e-3: a pixel nothing explains takes the nearer keyframe
             total += w[..., None] * value
             weight += w
+        if self.fill is not None:
+            total, weight = self._fill(frame, total, weight, best, sum(d for _k, _c, d in sides))
         ab = total / np.maximum(weight, 1e-12)[..., None]
         return ab.astype(np.float32), float(explained.mean())
+
+    def _fill(self, frame: _Frame, total: np.ndarray, weight: np.ndarray, best: np.ndarray,
+              full: float) -> tuple[np.ndarray, np.ndarray]:
+        """Blend the engine's cheap colour into the background no keyframe explains (feathered).
+
+        ``best``: per pixel the most any keyframe explains it; ``full``: the weight a side the flow
+        explains completely carries."""
+        import cv2
+
+        # a pixel explained less than half-way takes the cheap colour, fully where nothing explains it
+        unexplained = np.clip(1.0 - 2.0 * best, 0.0, 1.0) * (frame.labels == 0)
+        if float((unexplained > 0).mean()) <= self.settings.fill_share:
+            return total, weight
+        side = max(3, (max(self.wsize) // 64) | 1)
+        soft = cv2.blur(unexplained.astype(np.float32), (side, side)) * (frame.labels == 0)
+        ab = self._working(self.fill(frame.item), frame)
+        self.filled += 1
+        w = soft * full
+        return total + w[..., None] * ab, weight + w
 
 
 class _Layers:
@@ -344,3 +437,20 @@ class _Layers:
                         borderMode=cv2.BORDER_REPLICATE)
         match = (src == labels).astype(np.float32)
         return value, has, match
+
+
+@dataclass
+class _Plan:
+    """One window: its frames (and the next window's first), flow pairs, keyframes (positions in ``seq``),
+    the forward chain of each frame and the chain arriving at each keyframe after the first."""
+
+    seq: list
+    pairs: list
+    keys: list[int] = field(default_factory=lambda: [0])
+    fwd: list = field(default_factory=list)
+    arrive: dict[int, tuple] = field(default_factory=dict)
+
+
+def _newest(cache: dict) -> dict:
+    """The newest entry of a cache keyed by film index (two are kept)."""
+    return {max(cache): cache[max(cache)]} if cache else {}

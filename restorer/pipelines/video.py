@@ -292,11 +292,23 @@ class VideoColorizationPipeline:
             # the next segment's first frame: its keyframe, read apart (its damage is the next segment's)
             return next(items(LumaReader(film, info, start=seg.end + 1, end=shot.end)), None)
 
-        prop = Propagator(TemporalSettings(interval=interval), (info.height, info.width), starts, colour)
+        fill = None
+        if getattr(self.engine, "has_automatic", False):  # the engine's cheap colour, for what no flow explains
+            def fill(item: Item) -> np.ndarray:
+                return self.engine.automatic(FrameInput(index=item.index, luma=item.luma, masks=item.masks))
+
+        settings = TemporalSettings(interval=interval)
+        prop = Propagator(settings, (info.height, info.width), starts, colour, fill)
+        before: Iterator[Item] = iter(())
+        if seg.start > shot.start and settings.reconcile > 0:
+            # the window before the segment, read apart (its damage is the previous segment's): the segment's
+            # first keyframe is reconciled with what that window carries to it, as in a whole run
+            first = starts[prop.window_of(seg.start - 1)]
+            before = items(LumaReader(film, info, start=first, end=seg.start - 1))
         matrix = info.matrix_name
 
         def frames() -> Iterator:
-            for item, ab in prop.run(items(reader), next_item):
+            for item, ab in prop.run(items(reader), next_item, before):
                 y = item.luma
                 if not ab.any():
                     pb = pr = np.zeros(y.shape, np.float32)

@@ -287,3 +287,73 @@ def test_unknown_temporal_mode_is_refused():
 
     with pytest.raises(InputError, match="temporal"):
         VideoColorizationPipeline(StencilEngine(), ColorizeOptions(temporal="smooth"), None)
+
+
+# --- no pops, and what no flow explains ------------------------------------------------------------------
+
+
+def _propagate(scene: Scene, frames: int, interval: int, colour, fill=None, **settings) -> tuple[np.ndarray, object]:
+    """Run the Propagator directly on the scene's frames; (T, H, W, 2) chroma at the working size."""
+    from restorer.pipelines.temporal import Item, Propagator, TemporalSettings
+
+    starts = window_starts(0, frames - 1, interval)
+    prop = Propagator(TemporalSettings(interval=interval, **settings), (H, W), starts, colour, fill)
+    items = (Item(t, scene.luma(t), np.zeros((0, H, W), bool)) for t in range(frames))
+    out = np.stack([ab for _item, ab in prop.run(items, lambda: None)])
+    return out, prop
+
+
+def test_a_keyframe_is_reconciled_with_what_the_flow_carried_to_it_so_it_does_not_flash():
+    scene = Scene(frames=36, still=True)
+
+    def noisy(item):  # an engine that disagrees with itself from keyframe to keyframe
+        rng = np.random.default_rng(item.index)
+        return scene.chroma(item.index) + rng.uniform(-8, 8, size=2).astype(np.float32)
+
+    plain, p0 = _propagate(scene, 36, 6, noisy, reconcile=0.0)
+    steady, p1 = _propagate(scene, 36, 6, noisy)
+    assert p0.stats.keyframes == p1.stats.keyframes == [0, 6, 12, 18, 24, 30]
+    truth = scene.chroma(0)
+    # each keyframe: the engine's colour, moved half-way to the one carried from the previous keyframe
+    key_plain = np.array([(plain[k] - truth).mean(axis=(0, 1)) for k in p0.stats.keyframes])
+    key_steady = np.array([(steady[k] - truth).mean(axis=(0, 1)) for k in p1.stats.keyframes])
+    assert np.allclose(key_plain, [noisy(type("I", (), {"index": k})).mean((0, 1)) - truth.mean((0, 1))
+                                   for k in p0.stats.keyframes], atol=0.05)
+    assert np.allclose(key_steady[1:], 0.5 * key_plain[1:] + 0.5 * key_plain[:-1], atol=0.1)
+    # frame-to-frame change of the whole picture's colour: smaller everywhere, and no keyframe jumps
+    step = lambda ab: np.abs(np.diff(ab.mean(axis=(1, 2)), axis=0)).max(axis=-1)  # noqa: E731
+    assert step(steady).sum() < 0.75 * step(plain).sum()
+    assert step(steady).max() < step(plain).max()
+
+
+def test_pixels_no_flow_explains_take_the_engines_cheap_colour_blended_in():
+    scene = Scene(frames=16)  # the background pans left 1 px a frame: new columns enter on the right
+    truth = scene.chroma
+    calls = []
+
+    def cheap(item):
+        calls.append(item.index)
+        return truth(item.index)
+
+    without, _ = _propagate(scene, 16, 100, lambda item: truth(item.index))
+    filled, prop = _propagate(scene, 16, 100, lambda item: truth(item.index), cheap)
+    assert prop.stats.keyframes == [0]
+    assert 15 in calls and 0 not in calls  # never on a keyframe
+    calls.clear()
+    still = Scene(frames=8, still=True)
+    _propagate(still, 8, 100, lambda item: still.chroma(item.index), cheap)
+    assert calls == []  # everything explained: the engine is not asked
+    t = 15
+    entered = np.zeros((H, W), bool)
+    entered[4:-4, W - 12:W - 3] = True  # columns that entered after the keyframe (away from the feathered rim)
+    entered &= ~scene.object_mask(t)
+    err = lambda ab: np.linalg.norm(ab[t] - truth(t), axis=-1)[entered].mean()  # noqa: E731
+    assert err(filled) < 0.5 * err(without), (err(filled), err(without))
+    # a frame the flow explains is left alone (frame 1: one step from the keyframe)
+    assert np.median(np.abs(filled[1] - without[1]).max(axis=-1)) < 0.01
+    # inside the picture, where composed flow fails on the texture, it is no worse than the keyframe's smear
+    inside = np.zeros((H, W), bool)
+    inside[8:-8, 8:W - 30] = True
+    changed = inside & (np.abs(filled[t] - without[t]).max(axis=-1) > 0.5)
+    near = lambda ab: np.linalg.norm(ab[t] - truth(t), axis=-1)[changed].mean()  # noqa: E731
+    assert near(filled) <= near(without)

@@ -155,6 +155,21 @@ class MTColorEngine:
                     cover32[ids], schedule, opts, seed, ids, x0_prior=self.prior_latent(pyramid, gray32))
         return self.space.decode(z0)
 
+    @property
+    def has_automatic(self) -> bool:
+        """Whether :meth:`automatic` is cheap and available (tiny's prior; sd15 has none)."""
+        return self.prior is not None
+
+    @torch.no_grad()
+    def automatic(self, frame: FrameInput) -> np.ndarray:
+        """The cheap automatic chroma of a frame: the colour prior alone, no diffusion step (what the
+        temporal stage fills unexplained pixels with). Needs :attr:`has_automatic`."""
+        luma = torch.from_numpy(np.ascontiguousarray(frame.luma, dtype=np.float32))[None, None].to(self.device)
+        size = self.space.latent_size(tuple(luma.shape[-2:]))
+        pyramid = self.space.features.pyramid(luma)
+        gray32, _control = self.space.prepare(luma, size, pyramid)
+        return check_chroma(self.space.decode(self.prior_latent(pyramid, gray32)), self.name)
+
     @torch.no_grad()
     def prior_latent(self, pyramid: dict[str, torch.Tensor] | None, gray: torch.Tensor | None) -> torch.Tensor | None:
         """tiny's colour prior as a latent z_0 guess (annealed mean a*b* / ab_scale), or None without one."""

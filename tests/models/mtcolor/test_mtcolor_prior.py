@@ -131,6 +131,10 @@ def test_engine_without_texts_gives_the_prior_at_strength_zero(monkeypatch) -> N
     assert np.abs(ab - want).max() < 1e-3
     assert want[..., 0].std() > 2  # the prior did see the picture: not one colour everywhere
     assert ab[..., 0].mean() > 15 and ab[..., 1].mean() > 10  # the prior's colour, not gray
+    # the cheap automatic colour the temporal stage fills with is the same prior, without the sampler
+    assert engine.has_automatic
+    assert np.abs(engine.automatic(FrameInput(0, luma, no_masks)) - want).max() < 1e-3
+    assert unet_calls == []
 
     # logits that ignore the picture (last layer's weights zeroed): bias / T = (0, 2, 0) everywhere
     with torch.no_grad():
