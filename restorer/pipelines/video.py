@@ -183,11 +183,19 @@ class VideoColorizationPipeline:
         task = bar.add_task("", total=info.frame_count) if bar is not None else None
         files, tracks, edge = [], {}, {}  # edge: the last decoded frame's thumbnail, for the next reader
         propagated, counted = 0.0, 0
+        shots = len({seg.shot.index for seg in segments})
         for seg in segments:
+            where = f"{film.name} shot {seg.shot.index + 1}/{shots}"
+            done = sum(len(v) for v in result.keyframes.values())
+
+            def tick(keys: int | None = None, where=where, done=done) -> None:
+                if bar is not None:  # keyframes: those of earlier segments and this one's so far
+                    extra = "" if keys is None else f" · keyframes {done + keys}"
+                    bar.update(task, advance=1, description=where + extra)
+
             if bar is not None:
-                bar.update(task, description=f"{film.name} shot {seg.shot.index + 1}")
+                bar.update(task, description=where)
             record = job.unit_done(seg.name)
-            tick = (lambda: bar.advance(task, 1)) if bar is not None else (lambda: None)
             if record is None:
                 record = self._encode_segment(film, info, job, seg, tracks, tick, edge)
                 result.frames_processed += record["frames"]
@@ -228,7 +236,7 @@ class VideoColorizationPipeline:
             for decoded, _y, pb, pr in colorized:
                 writer.write(decoded.index, decoded.luma, pb, pr)
                 frames += 1
-                tick()
+                tick(None if stats is None else len(stats.keyframes))
             if frames == 0:
                 writer.abort()
         edge.clear()
