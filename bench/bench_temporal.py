@@ -1,7 +1,14 @@
 """The temporal stage against the per-frame path, side by side in one run.
 
 Run: python bench/bench_temporal.py [--clip PATH] [--frames 120] [--presets stencil tiny] [--interval 24]
-                                    [--threads 2]
+                                    [--threads 2] [--size WxH] [--instances N] [--off-frames K]
+                                    [--sheet PNG] [--ablate]
+
+``--size`` rescales the clip first (640x360: the speed targets). ``--instances N`` gives tiny N boxed
+instance texts at frame 0, tracked by the flow tracker. ``--off-frames K`` times the per-frame path on
+the first K frames only (it costs seconds a frame with instance texts); its quality columns are then
+those K frames'. ``--sheet`` writes a contact sheet: every 20th frame, truth / per-frame / propagated.
+``--ablate`` adds propagation runs without keyframe reconciliation and without the cheap fill.
 
 The clip's own colours are the ground truth: each preset colours the clip's luma with ``temporal="off"``
 (every frame by the engine) and ``temporal="propagate"`` (the engine on keyframes, optical flow between
@@ -14,11 +21,14 @@ face box (tracked by the flow tracker) on a sepia background; tiny colours autom
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -39,8 +49,8 @@ shots:
 """
 
 
-def trim(src: Path, dst: Path, frames: int) -> Path:
-    """The first ``frames`` frames of ``src`` as a lossless (ffv1, yuv444p) film."""
+def trim(src: Path, dst: Path, frames: int, size: tuple[int, int] | None = None) -> Path:
+    """The first ``frames`` frames of ``src`` as a lossless (ffv1, yuv444p) film, rescaled to ``size`` (w, h)."""
     from fractions import Fraction
 
     import av
@@ -49,11 +59,14 @@ def trim(src: Path, dst: Path, frames: int) -> Path:
         stream = inp.streams.video[0]
         rate = Fraction(stream.average_rate)
         video = out.add_stream("ffv1", rate=rate)
-        video.width, video.height, video.pix_fmt = stream.width, stream.height, "yuv444p"
+        w, h = size or (stream.width, stream.height)
+        video.width, video.height, video.pix_fmt = w, h, "yuv444p"
         video.time_base = video.codec_context.time_base = 1 / rate
         for i, frame in enumerate(inp.decode(stream)):
             if i >= frames:
                 break
+            if size is not None:
+                frame = frame.reformat(width=w, height=h, interpolation="AREA")
             new = av.VideoFrame.from_ndarray(frame.to_ndarray(format="yuv444p"), format="yuv444p")
             new.pts, new.time_base = i, 1 / rate
             out.mux(video.encode(new))
@@ -69,7 +82,13 @@ def main() -> None:
     ap.add_argument("--interval", type=int, default=24)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    ap.add_argument("--size", default=None, help="rescale the clip to WxH first")
+    ap.add_argument("--instances", type=int, default=0, help="tiny gets this many boxed instance texts")
+    ap.add_argument("--off-frames", type=int, default=None, help="time the per-frame path on this many frames")
+    ap.add_argument("--sheet", type=Path, default=None, help="contact sheet PNG")
+    ap.add_argument("--ablate", action="store_true", help="also propagate without reconciliation / fill")
     args = ap.parse_args()
+    size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
 
     import cv2
     import torch
@@ -92,41 +111,63 @@ def main() -> None:
 
     VideoColorizationPipeline.__call__ = spy
     assert Propagator  # the stage under test
-    rows = []
+    import restorer.pipelines.temporal as temporal_module
+
+    plain = temporal_module.TemporalSettings
+    variants = [("off", {}), ("propagate", {})]
+    if args.ablate:
+        variants += [("propagate, no reconcile", {"reconcile": 0.0}), ("propagate, no fill", {"fill_share": 1.0})]
+    rows, films = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        gt = trim(args.clip, tmp / "gt.mkv", args.frames)
+        gt = trim(args.clip, tmp / "gt.mkv", args.frames, size)
+        gt_off = trim(args.clip, tmp / "gt_off.mkv", args.off_frames, size) if args.off_frames else gt
+        films["truth"] = gt
         (tmp / "face.yaml").write_text(SHOTS.format(last=args.frames - 1, b=FACE_BOX), encoding="utf-8")
+        boxed = tmp / "boxes.yaml"
+        if args.instances:
+            boxed.write_text(instance_shots(args.instances, size or _size(gt)), encoding="utf-8")
         for preset in args.presets:
-            for temporal in ("off", "propagate"):
-                out = tmp / f"{preset}_{temporal}.mkv"
-                opts = ColorizeOptions(preset=preset, temporal=temporal, keyframe_interval=args.interval,
-                                       quiet=True, codec="ffv1", threads=args.threads,
-                                       shots=tmp / "face.yaml" if preset == "stencil" else None,
-                                       tracker="flow" if preset == "stencil" else None)
+            for temporal, knobs in variants:
+                out = tmp / f"{preset}_{len(rows)}.mkv"
+                shots = tmp / "face.yaml" if preset == "stencil" else (boxed if args.instances else None)
+                opts = ColorizeOptions(preset=preset, temporal=temporal.split(",")[0],
+                                       keyframe_interval=args.interval, quiet=True, codec="ffv1",
+                                       threads=args.threads, shots=shots, tracker="flow" if shots else None)
+                source = gt_off if temporal == "off" else gt
+                temporal_module.TemporalSettings = functools.partial(plain, **knobs)
                 t0 = time.perf_counter()
-                colorize_run([gt], out, opts)
+                try:
+                    colorize_run([source], out, opts)
+                finally:
+                    temporal_module.TemporalSettings = plain
                 seconds = time.perf_counter() - t0
                 r = results[-1]
-                m = evaluate_paths(out, gt)
+                m = evaluate_paths(out, source)
+                films[(preset, temporal)] = out
                 keys = sum(len(v) for v in r.keyframes.values())
                 rows.append({"preset": preset, "temporal": temporal, "frames": r.frames, "seconds": seconds,
-                             "fps": r.frames / seconds, "keyframes": keys if temporal == "propagate" else r.frames,
+                             "fps": r.frames / seconds, "keyframes": keys if temporal != "off" else r.frames,
                              "propagated_share": r.propagated_share, "cdc": m["cdc_pred"], "cdc_gt": m["cdc_gt"],
                              "warp_error": m["warp_error_pred"], "warp_error_gt": m["warp_error_gt"],
                              "colourfulness": m.get("colourfulness_pred"),
                              "colourfulness_gt": m.get("colourfulness_gt"),
                              "psnr": m.get("psnr"), "ciede2000": m.get("ciede2000")})
                 print(json.dumps(rows[-1]), flush=True)
-    print(f"\n{args.clip.name}, first {args.frames} frames, keyframe interval {args.interval}, "
-          f"{args.threads} threads; command: python bench/bench_temporal.py {' '.join(sys.argv[1:])}")
-    print("| preset | temporal | fps | keyframes | propagated | CDC (clip's own) | warp error (clip's own) | "
-          "PSNR | CIEDE2000 |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        if args.sheet:
+            write_sheet(args.sheet, films, args.presets, args.frames, args.off_frames)
+    print(f"\n{args.clip.name}, first {args.frames} frames{f' at {args.size}' if size else ''}, "
+          f"keyframe interval {args.interval}, {args.threads} threads, {args.instances} instance texts; "
+          f"command: python bench/bench_temporal.py {' '.join(sys.argv[1:])}")
+    print("| preset | temporal | frames | fps | keyframes | propagated | CDC / clip's own | warp error / clip's own "
+          "| colourfulness / clip's | PSNR | CIEDE2000 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['preset']} | {r['temporal']} | {r['fps']:.1f} | {r['keyframes']} | {r['propagated_share']:.2f} | "
-              f"{r['cdc']:.5f} ({r['cdc_gt']:.5f}) | {r['warp_error']:.5f} ({r['warp_error_gt']:.5f}) | "
-              f"{_f(r['psnr'])} | {_f(r['ciede2000'])} |")
+        colour = (r["colourfulness"] or 0) / max(r["colourfulness_gt"] or 0, 1e-12)
+        print(f"| {r['preset']} | {r['temporal']} | {r['frames']} | {r['fps']:.2f} | {r['keyframes']} | "
+              f"{r['propagated_share']:.2f} | {r['cdc']:.5f} / {r['cdc_gt']:.5f} = {r['cdc'] / r['cdc_gt']:.2f}x | "
+              f"{r['warp_error']:.5f} / {r['warp_error_gt']:.5f} = {r['warp_error'] / r['warp_error_gt']:.2f}x | "
+              f"{colour:.2f} | {_f(r['psnr'])} | {_f(r['ciede2000'])} |")
     by = {(r["preset"], r["temporal"]): r for r in rows}
     for preset in args.presets:
         off, prop = by[(preset, "off")], by[(preset, "propagate")]
@@ -139,6 +180,61 @@ def main() -> None:
 
 def _f(v) -> str:
     return "-" if v is None else f"{v:.3f}"
+
+
+def _size(film: Path) -> tuple[int, int]:
+    import av
+
+    with av.open(str(film)) as c:
+        s = c.streams.video[0]
+        return s.width, s.height
+
+
+def instance_shots(n: int, size: tuple[int, int]) -> str:
+    """``n`` boxed instances at frame 0, side by side across the middle of a (w, h) frame."""
+    w, h = size
+    texts = ["a red coat", "a blue car", "a green door", "a yellow hat", "an orange sign"]
+    lines = ["version: 1", "shots:", "  - instances:"]
+    for i in range(n):
+        x0, x1 = w * (0.05 + 0.9 * i / n), w * (0.05 + 0.9 * (i + 0.8) / n)
+        lines += [f"      - name: object{i + 1}", f"        text: \"{texts[i % len(texts)]}\"",
+                  "        prompts:", "          - frame: 0",
+                  f"            box: [{x0:.0f}, {h * 0.3:.0f}, {x1:.0f}, {h * 0.75:.0f}]"]
+    return "\n".join(lines) + "\n"
+
+
+def write_sheet(path: Path, films: dict, presets: list[str], frames: int, off_frames: int | None) -> None:
+    """Every 20th frame: the clip's own colours, then per preset the per-frame path and the propagated one."""
+    import av
+    import cv2
+
+    from restorer.models.tracking.preview import contact_sheet
+
+    def read(film: Path, wanted: set[int]) -> dict[int, np.ndarray]:
+        got = {}
+        with av.open(str(film)) as c:
+            for i, f in enumerate(c.decode(video=0)):
+                if i in wanted:
+                    got[i] = f.to_ndarray(format="rgb24")
+        return got
+
+    picks = list(range(0, frames, 20))
+    columns = [("truth", films["truth"])]
+    for preset in presets:
+        columns += [(f"{preset} {t}", films[(preset, t)]) for t in ("off", "propagate") if (preset, t) in films]
+    decoded = {label: read(film, set(picks)) for label, film in columns}
+    images, labels = [], []
+    for i in picks:
+        for label, _film in columns:
+            im = decoded[label].get(i)
+            if im is None:  # the per-frame path timed on fewer frames
+                im = np.zeros_like(decoded["truth"][i])
+            scale = 320 / max(im.shape[:2])
+            images.append(cv2.resize(im, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA))
+            labels.append(f"{label} #{i}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(contact_sheet(images, labels, columns=len(columns)), cv2.COLOR_RGB2BGR))
+    print(f"contact sheet: {path}")
 
 
 if __name__ == "__main__":
