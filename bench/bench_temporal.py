@@ -110,6 +110,22 @@ def main() -> None:
         return results[-1]
 
     VideoColorizationPipeline.__call__ = spy
+    # time the optical flow by who asks for it: the flow tracker works at up to 640 px, the temporal stage
+    # at up to 512 px (TemporalSettings.work_side), so the working size tells them apart
+    from restorer.models.tracking import flow as flow_module
+
+    flow_time: dict = {}
+    pair = flow_module._Flow.pair
+
+    def timed_pair(self, a, b):
+        t0 = time.perf_counter()
+        out = pair(self, a, b)
+        spent = flow_time.setdefault(self.work, [0.0, 0])
+        spent[0] += time.perf_counter() - t0
+        spent[1] += 1
+        return out
+
+    flow_module._Flow.pair = timed_pair
     assert Propagator  # the stage under test
     import restorer.pipelines.temporal as temporal_module
 
@@ -146,7 +162,10 @@ def main() -> None:
                 m = evaluate_paths(out, source)
                 films[(preset, temporal)] = out
                 keys = sum(len(v) for v in r.keyframes.values())
+                flows = {f"{w}x{h}": [round(t, 2), n] for (w, h), (t, n) in flow_time.items()}
+                flow_time.clear()
                 rows.append({"preset": preset, "temporal": temporal, "frames": r.frames, "seconds": seconds,
+                             "flow_seconds_by_working_size": flows,
                              "fps": r.frames / seconds, "keyframes": keys if temporal != "off" else r.frames,
                              "propagated_share": r.propagated_share, "cdc": m["cdc_pred"], "cdc_gt": m["cdc_gt"],
                              "warp_error": m["warp_error_pred"], "warp_error_gt": m["warp_error_gt"],
