@@ -225,8 +225,7 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outpu
 
 def export_features(features: nn.Module, path: Path) -> list[str]:
     """EfficientNet-Lite0 -> ``path``; returns the names of its outputs."""
-    net = copy.deepcopy(features.net).float().eval()
-    net.set_swish(memory_efficient=False)  # the memory-efficient swish is a custom autograd function
+    net = copy.deepcopy(features.net).float().eval()  # Lite0's activations are ReLU6: no set_swish (it makes swish)
     graph = FeaturesGraph(net, feature_taps(net)).eval()
     dyn = {"x": {0: "batch", 2: "height", 3: "width"}}
     dyn.update({n: {0: "batch", 2: f"{n}_h", 3: f"{n}_w"} for n in graph.names})
