@@ -125,9 +125,9 @@ def engine_options(command):
 @click.option("--beta", type=click.FloatRange(0, 1), default=None, help="Background weight in the fusion.")
 @click.option("--fusion", type=click.Choice(["literal", "convex", "vp"]), default=None,
               help="Latent fusion form (Eq. 8).")
-def colorize(inputs, output, shots, preset, device, dtype, threads, runtime, seed, overwrite, codec, bit_depth, report, strict,
-             quiet, weights, base, tracker, sam2, box_refine, save_masks, temporal, keyframe_interval, chunk_frames,
-             steps, guidance, alpha, beta, fusion):
+def colorize(inputs, output, shots, preset, device, dtype, threads, runtime, seed, overwrite, codec, bit_depth, report,
+             strict, quiet, weights, base, tracker, sam2, box_refine, save_masks, temporal, keyframe_interval,
+             chunk_frames, steps, guidance, alpha, beta, fusion):
     """Colorize INPUTS (a film, images, or folders of images) into OUTPUT."""
     from restorer.console import setup_logging
     from restorer.pipelines.run import colorize_run
@@ -138,7 +138,8 @@ def colorize(inputs, output, shots, preset, device, dtype, threads, runtime, see
 
     overrides = {k: v for k, v in dict(steps=steps, guidance=guidance, alpha=alpha, beta=beta,
                                        fusion=fusion).items() if v is not None}
-    opts = ColorizeOptions(preset=preset or "", device=device, dtype=dtype, threads=threads, runtime=runtime, seed=seed,
+    opts = ColorizeOptions(preset=preset or "", device=device, dtype=dtype, threads=threads, runtime=runtime,
+                           seed=seed,
                            overwrite=overwrite, codec=codec,
                            bit_depth=int(bit_depth) if bit_depth else None, strict=strict, quiet=quiet,
                            shots=shots, report=report, weights=weights, base=base, tracker=tracker, sam2=sam2,

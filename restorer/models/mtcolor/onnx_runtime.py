@@ -474,7 +474,7 @@ def onnx_folder(opts: dict[str, Any], weights: Path | None) -> Path:
         folder.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot write the ONNX cache: {exc.strerror or exc}", path=folder.parent,
-                          hint="set RESTORER_CACHE to a writable folder, or export with `restorer export onnx`") from None
+                          hint="set RESTORER_CACHE to a writable folder, or run `restorer export onnx`") from None
     return export_from_weights(root, opts, folder)
 
 

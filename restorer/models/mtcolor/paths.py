@@ -82,7 +82,8 @@ def check_runtime(options: dict[str, Any], runtime: str, weights: Path | str | N
     if runtime == "torch":
         return False
     if options.get("backbone", "tiny") != "tiny":
-        raise WeightsError(f"--runtime {runtime} runs the tiny preset only", hint="use --preset tiny or --runtime torch")
+        raise WeightsError(f"--runtime {runtime} runs the tiny preset only",
+                           hint="use --preset tiny or --runtime torch")
     root = resolve(weights, "RESTORER_WEIGHTS")
     exported = is_exported(root)
     require_onnxruntime(export=not exported)
