@@ -78,6 +78,9 @@ def engine_options(command):
                      help="Model precision (auto: float16 on CUDA, float32 on the CPU)."),
         click.option("--threads", type=click.IntRange(1, 1024), default=None,
                      help="CPU threads for the model (default: torch's choice, usually one per core)."),
+        click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+                     help='What runs the model: torch, or ONNX Runtime (tiny only; pip install "restorer[onnx]"; '
+                          "exported once into a cache, or --weights a folder from `restorer export onnx`)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same colours."),
         click.option("--weights", type=click.Path(path_type=Path), default=None, envvar="RESTORER_WEIGHTS",
                      help="Folder with restorer's own weights [env RESTORER_WEIGHTS]."),
@@ -122,9 +125,9 @@ def engine_options(command):
 @click.option("--beta", type=click.FloatRange(0, 1), default=None, help="Background weight in the fusion.")
 @click.option("--fusion", type=click.Choice(["literal", "convex", "vp"]), default=None,
               help="Latent fusion form (Eq. 8).")
-def colorize(inputs, output, shots, preset, device, dtype, threads, seed, overwrite, codec, bit_depth, report, strict,
-             quiet, weights, base, tracker, sam2, box_refine, save_masks, temporal, keyframe_interval, chunk_frames,
-             steps, guidance, alpha, beta, fusion):
+def colorize(inputs, output, shots, preset, device, dtype, threads, runtime, seed, overwrite, codec, bit_depth, report,
+             strict, quiet, weights, base, tracker, sam2, box_refine, save_masks, temporal, keyframe_interval,
+             chunk_frames, steps, guidance, alpha, beta, fusion):
     """Colorize INPUTS (a film, images, or folders of images) into OUTPUT."""
     from restorer.console import setup_logging
     from restorer.pipelines.run import colorize_run
@@ -135,7 +138,8 @@ def colorize(inputs, output, shots, preset, device, dtype, threads, seed, overwr
 
     overrides = {k: v for k, v in dict(steps=steps, guidance=guidance, alpha=alpha, beta=beta,
                                        fusion=fusion).items() if v is not None}
-    opts = ColorizeOptions(preset=preset or "", device=device, dtype=dtype, threads=threads, seed=seed,
+    opts = ColorizeOptions(preset=preset or "", device=device, dtype=dtype, threads=threads, runtime=runtime,
+                           seed=seed,
                            overwrite=overwrite, codec=codec,
                            bit_depth=int(bit_depth) if bit_depth else None, strict=strict, quiet=quiet,
                            shots=shots, report=report, weights=weights, base=base, tracker=tracker, sam2=sam2,
@@ -153,7 +157,7 @@ def colorize(inputs, output, shots, preset, device, dtype, threads, seed, overwr
 @click.option("--settle", type=click.FloatRange(0, 3600), default=2.0, show_default=True,
               help="Seconds a new file's size must stay unchanged before it is read.")
 @click.option("--once", is_flag=True, help="Colorize what is there now and exit.")
-def watch(folder, output, preset, device, dtype, threads, seed, weights, base, overwrite, settle, once):
+def watch(folder, output, preset, device, dtype, threads, runtime, seed, weights, base, overwrite, settle, once):
     """Colorize the photos in FOLDER into OUTPUT, then each new one as it arrives.
 
     A photo is read once its size has stayed the same for --settle seconds; its sidecar
@@ -166,8 +170,8 @@ def watch(folder, output, preset, device, dtype, threads, seed, weights, base, o
     from restorer.pipelines.watch import watch_folder
     from restorer.presets import DEFAULT_PRESET, load_preset
 
-    opts = ColorizeOptions(preset=preset or DEFAULT_PRESET, device=device, dtype=dtype, threads=threads, seed=seed,
-                           weights=weights, base=base, overwrite=overwrite)
+    opts = ColorizeOptions(preset=preset or DEFAULT_PRESET, device=device, dtype=dtype, threads=threads,
+                           runtime=runtime, seed=seed, weights=weights, base=base, overwrite=overwrite)
     chosen = load_preset(opts.preset)
     require_file(folder, "watched folder")
     engine, _ = open_run_engine(chosen, opts)  # open_engine refuses missing weights before they load
@@ -285,6 +289,9 @@ def _register_training_commands() -> None:
     main.add_command(dataset)
     main.add_command(train)
     main.add_command(evaluate)
+    from restorer.cli_export import export
+
+    main.add_command(export)
 
 
 _register_training_commands()

@@ -16,6 +16,7 @@ class ColorizeOptions:
     device: str = "auto"
     dtype: str = "auto"
     threads: int | None = None
+    runtime: str = "torch"  # torch, or onnx (tiny on ONNX Runtime)
     seed: int = 0
     overwrite: bool = False
     codec: str = "h264"
@@ -56,7 +57,7 @@ class ColorizeOptions:
         from restorer import __version__
 
         self.resolved_preset()
-        keep = ("preset", "seed", "dtype", "codec", "bit_depth", "weights", "base", "tracker", "sam2",
+        keep = ("preset", "seed", "dtype", "runtime", "codec", "bit_depth", "weights", "base", "tracker", "sam2",
                 "box_refine", "chunk_frames", "temporal", "keyframe_interval", "overrides", "preset_config")
         d = asdict(self)
         return {"version": __version__, **{k: (str(d[k]) if isinstance(d[k], Path) else d[k]) for k in keep},

