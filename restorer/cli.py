@@ -91,6 +91,23 @@ def engine_options(command):
     return command
 
 
+def backend_options(command):
+    """Where the work runs: this process, or a Ray cluster's actor pool."""
+    for option in reversed([
+        click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="Colour in this process (local), or over a Ray cluster's workers (ray; needs "
+                          "pip install \"restorer[ray]\"). The output is the same."),
+        click.option("--ray-address", default=None, metavar="ADDR",
+                     help="With --backend ray: join this cluster (HEAD:6379); default: start a local one with "
+                          "this machine's CPUs for the run."),
+        click.option("--ray-gpus-per-worker", type=click.FloatRange(0, min_open=True), default=None,
+                     metavar="G", help="With --backend ray: G GPUs per worker (one worker per G GPUs); default: "
+                                       "one worker per CPU."),
+    ]):
+        command = option(command)
+    return command
+
+
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
@@ -125,9 +142,10 @@ def engine_options(command):
 @click.option("--beta", type=click.FloatRange(0, 1), default=None, help="Background weight in the fusion.")
 @click.option("--fusion", type=click.Choice(["literal", "convex", "vp"]), default=None,
               help="Latent fusion form (Eq. 8).")
+@backend_options
 def colorize(inputs, output, shots, preset, device, dtype, threads, runtime, seed, overwrite, codec, bit_depth, report,
              strict, quiet, weights, base, tracker, sam2, box_refine, save_masks, temporal, keyframe_interval,
-             chunk_frames, steps, guidance, alpha, beta, fusion):
+             chunk_frames, steps, guidance, alpha, beta, fusion, backend, ray_address, ray_gpus_per_worker):
     """Colorize INPUTS (a film, images, or folders of images) into OUTPUT."""
     from restorer.console import setup_logging
     from restorer.pipelines.run import colorize_run
@@ -144,7 +162,8 @@ def colorize(inputs, output, shots, preset, device, dtype, threads, runtime, see
                            bit_depth=int(bit_depth) if bit_depth else None, strict=strict, quiet=quiet,
                            shots=shots, report=report, weights=weights, base=base, tracker=tracker, sam2=sam2,
                            box_refine=box_refine, save_masks=save_masks, temporal=temporal,
-                           keyframe_interval=keyframe_interval, chunk_frames=chunk_frames, overrides=overrides)
+                           keyframe_interval=keyframe_interval, chunk_frames=chunk_frames, overrides=overrides,
+                           backend=backend, ray_address=ray_address, ray_gpus_per_worker=ray_gpus_per_worker)
     colorize_run(list(inputs), output, opts)
 
 
@@ -157,29 +176,36 @@ def colorize(inputs, output, shots, preset, device, dtype, threads, runtime, see
 @click.option("--settle", type=click.FloatRange(0, 3600), default=2.0, show_default=True,
               help="Seconds a new file's size must stay unchanged before it is read.")
 @click.option("--once", is_flag=True, help="Colorize what is there now and exit.")
-def watch(folder, output, preset, device, dtype, threads, runtime, seed, weights, base, overwrite, settle, once):
+@backend_options
+def watch(folder, output, preset, device, dtype, threads, runtime, seed, weights, base, overwrite, settle, once,
+          backend, ray_address, ray_gpus_per_worker):
     """Colorize the photos in FOLDER into OUTPUT, then each new one as it arrives.
 
     A photo is read once its size has stayed the same for --settle seconds; its sidecar
     (x.shots.yaml beside x.jpg) is used if present. Ctrl-C stops; the next run goes on.
     """
     from restorer.jobs import require_file
+    from restorer.pipelines.backends import make_backend
     from restorer.pipelines.options import ColorizeOptions
     from restorer.pipelines.photo import PhotoColorizationPipeline
-    from restorer.pipelines.run import open_run_engine
     from restorer.pipelines.watch import watch_folder
     from restorer.presets import DEFAULT_PRESET, load_preset
 
     opts = ColorizeOptions(preset=preset or DEFAULT_PRESET, device=device, dtype=dtype, threads=threads,
-                           runtime=runtime, seed=seed, weights=weights, base=base, overwrite=overwrite)
+                           runtime=runtime, seed=seed, weights=weights, base=base, overwrite=overwrite,
+                           backend=backend, ray_address=ray_address, ray_gpus_per_worker=ray_gpus_per_worker)
+    runner = make_backend(opts)  # `--backend ray` without Ray: refused before any model loads
     chosen = load_preset(opts.preset)
     require_file(folder, "watched folder")
-    engine, _ = open_run_engine(chosen, opts)  # open_engine refuses missing weights before they load
     try:
-        n = watch_folder(folder, output, PhotoColorizationPipeline(engine, opts), settle=settle, once=once)
+        engine, _ = runner.open(chosen, opts)  # open_engine refuses missing weights before they load
+        pipeline = PhotoColorizationPipeline(engine, opts, backend=None if runner.name == "local" else runner)
+        n = watch_folder(folder, output, pipeline, settle=settle, once=once)
     except KeyboardInterrupt:
         click.echo("stopped; run the same command again to go on", err=True)
         return
+    finally:
+        runner.close()
     click.echo(f"colorized {n} photo(s) into {output}")
 
 

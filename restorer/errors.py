@@ -61,3 +61,10 @@ class JobLockedError(RestorerError):
     """Another live run holds the job's lock."""
 
     exit_code = 2
+
+
+class BackendError(RestorerError):
+    """The Ray backend cannot run: Ray is not installed, the cluster cannot be reached, or a unit of work
+    failed on its workers twice (the finished units stay recorded: the same command resumes)."""
+
+    exit_code = 2

@@ -37,6 +37,12 @@ class ColorizeOptions:
     temporal: str = "propagate"
     keyframe_interval: int = 24  # never more than this many frames of a shot without a keyframe
     overrides: dict[str, Any] = field(default_factory=dict)
+    # where the work runs: "local" (this process) or "ray" (an actor pool on a Ray cluster: ``ray_address``,
+    # or a local one; ``ray_gpus_per_worker`` GPUs per actor). Not in result_settings: the backend never
+    # changes the output, and a job started on one backend resumes on the other.
+    backend: str = "local"
+    ray_address: str | None = None
+    ray_gpus_per_worker: float | None = None
     # the loaded preset, so an edited YAML counts; filled from ``preset`` when left empty
     preset_config: dict[str, Any] = field(default_factory=dict)
 

@@ -168,9 +168,23 @@ def save_photo_masks(folder: Path, names: list[str], masks: np.ndarray) -> None:
 class PhotoColorizationPipeline:
     """Photos in, colour photos out, each written atomically with its EXIF and ICC profile."""
 
-    def __init__(self, engine, opts: ColorizeOptions):
+    def __init__(self, engine, opts: ColorizeOptions, backend=None):
         self.engine = engine
         self.opts = opts
+        # where each photo is coloured: here (None: the local loop) or on Ray workers (backends.RayBackend)
+        self.backend = backend
+
+    def each(self, tasks: list[PhotoTask]):
+        """Colour ``tasks``; yield (task, its warnings) or (task, the InputError that refused it) as each
+        finishes (in order here; in the order they finish on a Ray backend)."""
+        if self.backend is not None:
+            yield from self.backend.photos(self, tasks)
+            return
+        for task in tasks:
+            try:
+                yield task, self.colorize_one(task)
+            except InputError as exc:
+                yield task, exc
 
     def __call__(self, inputs: list[Path], output: Path, bar=None) -> PhotoResult:
         for src in inputs:
@@ -190,31 +204,41 @@ class PhotoColorizationPipeline:
                     job.remove()  # refused before any work: leave no job folder behind
                 raise
             task_id = bar.add_task("photos", total=len(tasks)) if bar is not None else None
-            failed: list[InputError] = []
-            for task in tasks:
+            failed: list[tuple[int, InputError]] = []
+            written: set[int] = set()  # by position in tasks: the outputs keep the tasks' order
+            todo: list[PhotoTask] = []
+            keys: dict[int, tuple[int, str]] = {}
+            for n, task in enumerate(tasks):
                 key = _unit_key(task, self.opts.shots)
                 if job.unit_done(key) is not None:
                     result.frames_reused += 1
-                    result.outputs.append(task.output)
+                    written.add(n)
+                    if bar is not None:
+                        bar.update(task_id, advance=1, description=f"{task.source.name}")
                 else:
-                    try:
-                        result.warnings.extend(self.colorize_one(task))
-                    except InputError as exc:
-                        if len(tasks) == 1:
-                            if not job.resumed:
-                                job.remove()
-                            raise
-                        log.error("%s (skipped)", exc)  # one bad scan must not stop an archive
-                        failed.append(exc)
-                    else:
-                        job.finish_unit(key, {"output": str(task.output)})
-                        result.frames_processed += 1
-                        result.outputs.append(task.output)
+                    todo.append(task)
+                    keys[id(task)] = (n, key)
+            for task, outcome in self.each(todo):
+                n, key = keys[id(task)]
+                if isinstance(outcome, InputError):
+                    if len(tasks) == 1:
+                        if not job.resumed:
+                            job.remove()
+                        raise outcome
+                    log.error("%s (skipped)", outcome)  # one bad scan must not stop an archive
+                    failed.append((n, outcome))
+                else:
+                    result.warnings.extend(outcome)
+                    job.finish_unit(key, {"output": str(task.output)})
+                    result.frames_processed += 1
+                    written.add(n)
                 if bar is not None:
                     bar.update(task_id, advance=1, description=f"{task.source.name}")
+            result.outputs = [t.output for n, t in enumerate(tasks) if n in written]
             result.seconds = clock.seconds
             if failed:
-                raise InputError(f"{len(failed)} of {len(tasks)} photos could not be colorized; first: {failed[0]}",
+                first = min(failed, key=lambda f: f[0])[1]
+                raise InputError(f"{len(failed)} of {len(tasks)} photos could not be colorized; first: {first}",
                                  hint="fix or remove them and run the same command again: "
                                       "finished photos are kept and not redone")
             job.remove()

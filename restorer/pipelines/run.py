@@ -89,21 +89,35 @@ def open_run_engine(preset, opts: ColorizeOptions):
 
 
 def colorize_run(inputs: list[Path], output: Path, opts: ColorizeOptions) -> dict[str, Any]:
+    from restorer.pipelines.backends import make_backend
     from restorer.presets import DEFAULT_PRESET, load_preset
 
+    backend = make_backend(opts)  # `--backend ray` without Ray installed: refused before anything else
     kind = classify(inputs)
     preset = load_preset(opts.preset or DEFAULT_PRESET)
     opts.preset = preset.name
     opts.preset_config = preset.model_dump()
     notes = preflight(kind, inputs, output, opts, preset)
     clock = Stopwatch()
-    engine, device = open_run_engine(preset, opts)
+    try:
+        engine, device = backend.open(preset, opts)
+    except BaseException:
+        backend.close()
+        raise
+    remote = None if backend.name == "local" else backend
     try:
         with progress(enabled=not opts.quiet) as bar:
             if kind == "video":
                 from restorer.pipelines.tracking import tracker_factory
 
-                pipe = VideoColorizationPipeline(engine, opts, tracker_factory(opts, device))
+                if remote is None:
+                    tracks = tracker_factory(opts, device)
+                else:  # the workers open their own tracker; here only its settings are checked
+                    from restorer.models.tracking.refine import check_mode
+
+                    check_mode(opts.box_refine)
+                    tracks = None
+                pipe = VideoColorizationPipeline(engine, opts, tracks, backend=remote)
                 r = pipe(inputs[0], output, bar)
                 report = {"frames": r.frames, "frames_processed": r.frames_processed,
                           "frames_reused": r.frames_reused, "shots": r.shots,
@@ -117,7 +131,7 @@ def colorize_run(inputs: list[Path], output: Path, opts: ColorizeOptions) -> dic
                     log.warning(msg)
                     report["warnings"].append(msg)
             else:
-                r = PhotoColorizationPipeline(engine, opts)(inputs, output, bar)
+                r = PhotoColorizationPipeline(engine, opts, backend=remote)(inputs, output, bar)
                 report = {"frames": len(r.outputs), "frames_processed": r.frames_processed,
                           "frames_reused": r.frames_reused, "shots": len(r.outputs), "warnings": r.warnings,
                           "outputs": [str(p) for p in r.outputs]}
@@ -125,8 +139,9 @@ def colorize_run(inputs: list[Path], output: Path, opts: ColorizeOptions) -> dic
         close = getattr(engine, "close", None)
         if close is not None:
             close()
+        backend.close()
     report.update({"input": [str(p) for p in inputs], "output": str(output), "preset": preset.name,
-                   "device": device, "seconds": clock.seconds})
+                   "device": device, "backend": backend.name, "seconds": clock.seconds})
     if opts.report:
         write_json_atomic(opts.report, report)
     if not opts.quiet:

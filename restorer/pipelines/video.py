@@ -112,10 +112,12 @@ def _cached_cuts(film: Path, job: Job | None, detect) -> list[int]:
 class VideoColorizationPipeline:
     """One film in, one colour film out. Build once per run; call per film."""
 
-    def __init__(self, engine, opts: ColorizeOptions, tracker_factory):
+    def __init__(self, engine, opts: ColorizeOptions, tracker_factory, backend=None):
         self.engine = engine
         self.opts = opts
         self.tracker_factory = tracker_factory
+        # where the segments are coloured: in this process (LocalBackend, the default) or on Ray workers
+        self.backend = backend
         if opts.temporal not in TEMPORAL_MODES:
             raise InputError(f"unknown temporal mode {opts.temporal!r}", hint="use propagate or off")
         if opts.keyframe_interval < 1:
@@ -150,7 +152,10 @@ class VideoColorizationPipeline:
                 raise
             segments = plan_segments(shots, self._chunk())
             result.shots = len(shots)
-            done = self._run_segments(film, info, job, segments, result, bar)
+            if self.backend is None:
+                done = self._run_segments(film, info, job, segments, result, bar)
+            else:
+                done = self.backend.film(self, film, info, job, segments, result, bar)
             if result.damaged and self.opts.strict:
                 job.remove()  # --strict leaves nothing behind, not even the job folder
                 raise _strict_error(film, result.damaged)
@@ -217,7 +222,20 @@ class VideoColorizationPipeline:
         return files
 
     def _encode_segment(self, film, info, job, seg: Segment, tracks: dict, tick, edge: dict) -> dict:
-        from restorer.io.video import LumaReader, SegmentWriter, segment_suffix
+        record = self.encode_segment(film, info, job, seg, tracks, tick, edge, self.segment_path(job, seg))
+        job.finish_unit(seg.name, record)
+        return record
+
+    def segment_path(self, job, seg: Segment) -> Path:
+        """The final name of a segment's file in the job folder."""
+        from restorer.io.video import segment_suffix
+
+        return job.path(f"{seg.name}{segment_suffix(self.opts.codec)}")
+
+    def encode_segment(self, film, info, job, seg: Segment, tracks: dict, tick, edge: dict, final: Path) -> dict:
+        """Colour and encode one segment into ``final`` (renamed into place when complete) and return its
+        record; recording it as finished is the caller's (the local loop, or the driver of a Ray run)."""
+        from restorer.io.video import LumaReader, SegmentWriter
 
         masks = tracks.get(seg.shot.index)
         if masks is None:
@@ -225,7 +243,6 @@ class VideoColorizationPipeline:
         # the previous segment's last frame: a stray first frame is judged against it (a damaged frame
         # is often taken for a cut, so it starts a shot)
         reader = LumaReader(film, info, start=seg.start, end=seg.end, previous=edge.get(seg.start - 1))
-        final = job.path(f"{seg.name}{segment_suffix(self.opts.codec)}")
         frames = 0
         stats = None
         if self.opts.temporal == "propagate":
@@ -246,7 +263,6 @@ class VideoColorizationPipeline:
                   "file": final.relative_to(job.folder).as_posix()}
         if stats is not None:
             record.update({"keyframes": stats.keyframes, "propagated": stats.propagated})
-        job.finish_unit(seg.name, record)
         return record
 
     def _colorize(self, film, info, seg, reader, masks) -> Iterator:

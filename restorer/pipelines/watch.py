@@ -91,13 +91,12 @@ def watch_folder(folder: Path, output: Path, pipeline: PhotoColorizationPipeline
     obs.start()
     done = 0
     try:
-        for src in sorted(p for p in folder.rglob("*") if p.is_file() and is_image(p) and not p.name.startswith(".")):
-            done += _one(src, folder, output, pipeline)
+        done += _batch(sorted(p for p in folder.rglob("*") if p.is_file() and is_image(p)
+                              and not p.name.startswith(".")), folder, output, pipeline)
         if not once:
             log.info("watching %s for new photos (Ctrl-C to stop)", folder)
         while not once and not stop.is_set():
-            for src in arrivals.ready():
-                done += _one(src, folder, output, pipeline)
+            done += _batch(arrivals.ready(), folder, output, pipeline)
             stop.wait(poll)
     finally:
         obs.stop()
@@ -105,16 +104,21 @@ def watch_folder(folder: Path, output: Path, pipeline: PhotoColorizationPipeline
     return done
 
 
-def _one(src: Path, folder: Path, output: Path, pipeline: PhotoColorizationPipeline) -> int:
-    task = PhotoTask(src, output_for(src, folder, output))
-    if task.output.exists() and not pipeline.opts.overwrite:
-        log.debug("%s: done already", task.output)
-        return 0
-    try:
-        pipeline.colorize_one(task)
-    except InputError as exc:  # a bad scan is reported and skipped; the watcher goes on
-        log.error("%s (skipped)", exc)
-        return 0
-    log.info("%s -> %s", src, task.output)
-    return 1
-
+def _batch(sources: list[Path], folder: Path, output: Path, pipeline: PhotoColorizationPipeline) -> int:
+    """Colour the photos of ``sources`` not done yet (one after another, or over the pipeline's Ray pool);
+    return how many were colorized."""
+    tasks = []
+    for src in sources:
+        task = PhotoTask(src, output_for(src, folder, output))
+        if task.output.exists() and not pipeline.opts.overwrite:
+            log.debug("%s: done already", task.output)
+            continue
+        tasks.append(task)
+    done = 0
+    for task, outcome in pipeline.each(tasks):
+        if isinstance(outcome, InputError):  # a bad scan is reported and skipped; the watcher goes on
+            log.error("%s (skipped)", outcome)
+            continue
+        log.info("%s -> %s", task.source, task.output)
+        done += 1
+    return done
