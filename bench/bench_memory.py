@@ -80,7 +80,8 @@ def main() -> None:
             film = make_clip(Path(tmp) / f"film{minutes}.mp4", frames=n, size=(W, H), rate=Fraction(args.fps),
                              pattern=pattern, crf=28)
             shots.write_text("version: 1\nshots:\n  - instances:\n      - name: car\n        text: a red car\n"
-                             "        prompts:\n          - frame: 0\n            box: [100, 100, 400, 300]\n")
+                             "        prompts:\n          - frame: 0\n"
+                             f"            box: [{W // 8}, {H // 5}, {W // 2}, {H * 5 // 8}]\n")
             wall, rss = run(film, Path(tmp) / f"out{minutes}.mp4", shots, args.preset, args.tracker)
             peaks.append(rss)
             print(f"| {minutes:.2f} min | {n} | {wall:.1f} | {n / wall:.1f} | {rss:.0f} |", flush=True)
