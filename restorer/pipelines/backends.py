@@ -171,13 +171,14 @@ class RayWorker:
 
 
 def _kill_once_hook():
-    """The frame tick of a worker's segment: nothing, unless the tests' kill switch is set."""
+    """The frame tick of a worker's segment (``tick(keyframes_so_far)``): nothing, unless the tests' kill switch
+    is set."""
     marker = os.environ.get(KILL_ONCE_ENV)
     if not marker:
-        return lambda: None
+        return lambda keys=None: None
     count = [0]
 
-    def tick() -> None:
+    def tick(keys: int | None = None) -> None:
         count[0] += 1
         if count[0] == 2 and not Path(marker).exists():
             Path(marker).write_text(str(os.getpid()), encoding="utf-8")
