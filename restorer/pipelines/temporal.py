@@ -198,7 +198,6 @@ class Propagator:
         self.colour = colour
         self.fill = fill
         self.stats = Stats()
-        self.filled = 0  # frames that took the engine's cheap colour somewhere
         self.step_share = 1.0  # the share of pixels the last step of :meth:`_carry` explained
         self._raws: dict[int, _Layers] = {}  # keyframe chroma as the engine gives it, by film index
         self._keys: dict[int, _Layers] = {}  # ... and as shown (reconciled)
@@ -402,7 +401,6 @@ class Propagator:
         side = max(3, (max(self.wsize) // 64) | 1)
         soft = cv2.blur(unexplained.astype(np.float32), (side, side)) * (frame.labels == 0)
         ab = self._working(self.fill(frame.item), frame)
-        self.filled += 1
         w = soft * full
         return total + w[..., None] * ab, weight + w
 
