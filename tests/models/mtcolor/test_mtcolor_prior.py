@@ -183,3 +183,78 @@ def test_control_from_the_pyramid_equals_the_plain_features() -> None:
     plain = space.prepare(luma, (24, 32))
     shared = space.prepare(luma, (24, 32), space.features.pyramid(luma))
     assert torch.allclose(plain[1], shared[1], atol=1e-5) and torch.equal(plain[0], shared[0])
+
+
+def test_context_blocks_let_a_cell_see_the_far_side_of_the_picture() -> None:
+    """Without context a cell's logits depend on a few cells around it; the dilated blocks and the scene
+    feature make the far side of the picture matter."""
+    def far_effect(**kw) -> float:
+        torch.manual_seed(0)
+        prior = ColourPrior(bins=[[0.0, 0.0], [40.0, 0.0]], pyramid=[["s8", 3], ["head", 5]], proj=4, hidden=8,
+                            **kw).eval()
+        gray = torch.zeros(1, 1, 32, 32)
+        feats = {"s8": torch.zeros(1, 3, 32, 32), "head": torch.zeros(1, 5, 32, 32)}
+        changed = {k: v.clone() for k, v in feats.items()}
+        changed["s8"][..., 16:, 16:] = 3.0  # the bottom-right quarter only
+        changed["head"][..., 16:, 16:] = 3.0
+        with torch.no_grad():
+            return float((prior(gray, feats) - prior(gray, changed))[..., :4, :4].abs().max())
+
+    assert far_effect() == 0.0  # three 3x3 layers: the top-left corner cannot see 12 cells away
+    assert far_effect(context=4) > 1e-6  # exactly 0 above: any change is the far side seen
+    assert far_effect(global_context=True) > 1e-6
+
+
+def _engine_with(monkeypatch, prior, **overrides):
+    from restorer.models.mtcolor import engine as E
+    from restorer.models.mtcolor import tiny
+    from restorer.presets import load_preset
+
+    opts = {**load_preset("tiny").options, "prior_strength": 0.0, "prior_temperature": 0.5, **overrides}
+    monkeypatch.setattr(tiny, "load_prior", lambda root: prior)
+    return E.open_mtcolor(opts, device="cpu", weights=None, base=None, overrides={})
+
+
+def _lopsided_prior(backbone: str = "efficientnet-lite0") -> ColourPrior:
+    torch.manual_seed(0)
+    prior = ColourPrior(bins=[[0.0, 0.0], [40.0, 30.0], [-30.0, -20.0]], backbone=backbone)
+    with torch.no_grad():
+        prior.out[-1].weight.mul_(6)  # follows the picture strongly
+    return prior
+
+
+def test_flip_averaging_makes_the_automatic_colour_mirror_symmetric(monkeypatch) -> None:
+    from restorer.models.engine import FrameInput
+
+    luma = np.random.default_rng(0).random((48, 64)).astype(np.float32)
+    luma[:, :20] *= 0.3  # dark on the left: a picture that is not its own mirror image
+    no_masks = np.zeros((0, 48, 64), bool)
+    plain = _engine_with(monkeypatch, _lopsided_prior())
+    flipped = _engine_with(monkeypatch, _lopsided_prior(), prior_flip=True)
+
+    def auto(engine, image):
+        return engine.automatic(FrameInput(0, np.ascontiguousarray(image), no_masks))
+
+    one, mirror = auto(flipped, luma), auto(flipped, luma[:, ::-1])
+    assert np.abs(one - mirror[:, ::-1]).max() < 1e-3  # the mirror image gets the mirrored colour
+    a, b = auto(plain, luma), auto(plain, luma[:, ::-1])
+    assert np.abs(a - b[:, ::-1]).max() > 0.5  # without averaging it does not: the test can tell
+
+
+def test_a_prior_on_lite2_reads_lite2_while_controlnet_keeps_lite0(monkeypatch) -> None:
+    from restorer.models.engine import FrameInput
+    from restorer.models.mtcolor.features import EfficientNetFeatures
+
+    prior = _lopsided_prior("efficientnet-lite2")
+    engine = _engine_with(monkeypatch, prior)
+    assert engine.prior_features.backbone == "efficientnet-lite2"
+    assert engine.space.features.backbone == "efficientnet-lite0"
+    luma = np.tile(np.linspace(0.1, 0.9, 64, dtype=np.float32), (48, 1))
+    ab = engine.automatic(FrameInput(0, luma, np.zeros((0, 48, 64), bool)))
+    t = torch.from_numpy(luma)[None, None]
+    gray = F.interpolate(t, size=(24, 32), mode="bilinear", align_corners=False, antialias=True) * 2 - 1
+    with torch.no_grad():
+        logits = prior(gray, EfficientNetFeatures(backbone="efficientnet-lite2").pyramid(t))[0]
+    want = torch.einsum("qhw,qc->hwc", torch.softmax(logits / 0.5, dim=0), prior.centers).numpy()
+    assert np.abs(ab - want).max() < 1e-3
+    assert _engine_with(monkeypatch, _lopsided_prior()).prior_features is None  # same backbone: computed once
