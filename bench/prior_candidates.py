@@ -59,7 +59,7 @@ def score(data: Path, weights: Path | None, temperature: float, flip: bool) -> d
     result = evaluate_split(data, weights=weights, split="val", per_image=0,
                             overrides={"prior_temperature": temperature, "prior_flip": flip})
     return {"temperature": temperature, "flip": flip, "ciede2000": result["automatic"]["ciede2000"],
-            "gray_ciede2000": result["gray"]["ciede2000"],
+            "gray_ciede2000": result["gray_baseline"]["ciede2000"],
             "colourfulness_ratio": result["automatic"]["colourfulness_ratio"],
             "versus_gray": result["versus_gray"]["ciede2000"],
             "per_image": [r["ciede2000"] for r in result["raw"]["automatic"]],

@@ -137,12 +137,37 @@ def perceptual_hash(rgb: np.ndarray) -> int:
     return int("".join("1" if b else "0" for b in bits), 2)
 
 
+def declared_series(paths: Iterable[Path]) -> dict[str, str]:
+    """File name -> series, from the ``MANIFEST.csv`` beside the photos where it has ``file`` and ``series``
+    columns (data/extra's does: the kphotoalbum photos show the same people under different names).
+    Photos a manifest does not name keep :func:`series_key`."""
+    import csv
+
+    out: dict[str, str] = {}
+    for folder in sorted({Path(p).parent for p in paths}):
+        manifest = folder / "MANIFEST.csv"
+        if not manifest.is_file():
+            continue
+        with manifest.open(newline="") as fh:
+            for row in csv.DictReader(fh):
+                if row.get("file") and row.get("series"):
+                    out[row["file"]] = f"declared:{row['series']}"
+    return out
+
+
 def assign_splits(names: list[str], hashes: list[int], fraction: float, test_fraction: float = 0.0,
-                  max_bits: int = NEAR_DUPLICATE_BITS) -> tuple[dict[str, str], dict[str, str]]:
+                  max_bits: int = NEAR_DUPLICATE_BITS,
+                  series: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, str]]:
     """Each name's split and, for ``val``/``test`` candidates moved to ``train``, why (module docstring).
 
     A group (a series and its near-duplicates) is ``val`` or ``test`` only if every member asks for that
-    split; any other group is ``train``."""
+    split; any other group is ``train``. ``series``: names whose series a manifest declares
+    (:func:`declared_series`); the others are grouped by :func:`series_key`."""
+    series = series or {}
+
+    def key_of(name: str) -> str:
+        return series.get(name) or series_key(name)
+
     parent = list(range(len(names)))
 
     def find(i: int) -> int:
@@ -156,7 +181,7 @@ def assign_splits(names: list[str], hashes: list[int], fraction: float, test_fra
 
     first_of: dict[str, int] = {}
     for i, name in enumerate(names):
-        key = series_key(name)
+        key = key_of(name)
         if key in first_of:
             join(i, first_of[key])
         else:
@@ -179,9 +204,9 @@ def assign_splits(names: list[str], hashes: list[int], fraction: float, test_fra
             split[names[i]] = side
             if want != "train" and side == "train":
                 copies = [names[j] for j in near.get(i, [])]
-                siblings = [names[j] for j in members if j != i and series_key(names[j]) == series_key(names[i])]
+                siblings = [names[j] for j in members if j != i and key_of(names[j]) == key_of(names[i])]
                 moved[names[i]] = (f"near-duplicate of {copies[0]}" if copies else
-                                   f"series {series_key(names[i])!r} with {siblings[0]}" if siblings else
+                                   f"series {key_of(names[i])!r} with {siblings[0]}" if siblings else
                                    "grouped with a training photo")
     return split, moved
 
@@ -510,12 +535,12 @@ def build_dataset(images: Path | Iterable[Path], out: Path, *, val_fraction: flo
             _atomic_text(rec_path, json.dumps(records[-1], sort_keys=True))
         if progress:
             progress(i + 1, len(paths), path.name)
-    moved = _split_records(out, records, opts.val_fraction, opts.test_fraction)
+    moved = _split_records(out, records, opts.val_fraction, opts.test_fraction, declared_series(paths))
     return _write_index(out, records, opts, seed, source, moved)
 
 
 def _split_records(out: Path, records: list[dict[str, Any]], fraction: float,
-                   test_fraction: float = 0.0) -> dict[str, str]:
+                   test_fraction: float = 0.0, series: dict[str, str] | None = None) -> dict[str, str]:
     """Give every record its group's split (hashes of the stored images); rewrite records that change."""
     changed = set()
     for rec in records:
@@ -524,7 +549,7 @@ def _split_records(out: Path, records: list[dict[str, Any]], fraction: float,
                 rec["phash"] = f"{perceptual_hash(np.asarray(im.convert('RGB'), np.float32)):016x}"
             changed.add(rec["name"])
     split, moved = assign_splits([r["source"] for r in records], [int(r["phash"], 16) for r in records], fraction,
-                                 test_fraction)
+                                 test_fraction, series=series)
     for rec in records:
         if rec["split"] != split[rec["source"]]:
             rec["split"] = split[rec["source"]]

@@ -600,17 +600,22 @@ def binding_sheet(save: Path, png: Path, *, cell: int = 160, limit: int | None =
 def contact_sheet(save: Path, png: Path, *, names: list[str] | None = None, cell: int = 200,
                   labels: tuple[str, ...] = ("gray input", "ours (no text)", "ground truth")) -> None:
     """Rows of gray input | automatic output | ground truth from an :func:`evaluate_split` ``save`` folder."""
+    columns = list(zip(labels, (save / "gray", save / "auto", save / "gt"), strict=True))
+    comparison_sheet(columns, png, names=names or sorted(p.stem for p in (save / "auto").glob("*.png")), cell=cell)
+
+
+def comparison_sheet(columns: list[tuple[str, Path]], png: Path, *, names: list[str], cell: int = 200) -> None:
+    """One row per name, one column per (label, folder of ``NAME.png``): e.g. gray | previous model |
+    new model | truth from two :func:`evaluate_split` ``save`` folders."""
     from PIL import Image, ImageDraw
 
-    names = names or sorted(p.stem for p in (save / "auto").glob("*.png"))
-    cols = ("gray", "auto", "gt")
-    sheet = Image.new("RGB", (3 * (cell + 6) + 6, 20 + len(names) * (cell + 6)), "white")
+    sheet = Image.new("RGB", (len(columns) * (cell + 6) + 6, 20 + len(names) * (cell + 6)), "white")
     draw = ImageDraw.Draw(sheet)
-    for j, label in enumerate(labels):
+    for j, (label, _) in enumerate(columns):
         draw.text((6 + j * (cell + 6), 4), label, fill="black")
     for i, name in enumerate(names):
-        for j, col in enumerate(cols):
-            with Image.open(save / col / f"{name}.png") as im:
+        for j, (_, folder) in enumerate(columns):
+            with Image.open(Path(folder) / f"{name}.png") as im:
                 im = im.convert("RGB")
                 im.thumbnail((cell, cell), Image.LANCZOS)
                 sheet.paste(im, (6 + j * (cell + 6), 20 + i * (cell + 6)))

@@ -206,3 +206,26 @@ def test_dataset_build_takes_several_folders_and_notes_each_photos_folder(tmp_pa
                      tmp_path / "e", timeout=300)
     assert clash.returncode == 2
     assert "same name 'sea'" in one_error(clash) and not (tmp_path / "e").exists()
+
+
+def test_a_series_the_manifest_declares_stays_on_one_side(tmp_path) -> None:
+    """Photos of the same people under different names (data/extra's kphotoalbum): the MANIFEST.csv beside
+    them says they are one series, and the build keeps them on one side."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    dev = _names("album-anne", True, 1)[0]
+    rest = _names("album-bob", False, 2)
+    rng = np.random.default_rng(7)
+    for k, name in enumerate([dev, *rest]):
+        img = np.clip(rng.normal(60 + 60 * k, 30, (48, 64, 3)), 0, 255).astype(np.uint8)
+        img[: 8 * (k + 1)] = (40 * k, 200, 90)  # no two alike: no near-duplicate grouping
+        Image.fromarray(img).save(photos / name)
+    assert series_key(dev) != series_key(rest[0])  # by name alone they are not one series
+    alone = build_dataset(photos, tmp_path / "d1", size=64, namer=lambda crop: "thing")
+    assert alone["moved_to_train"] == {}
+    (photos / "MANIFEST.csv").write_text("file,package,series\n" + "".join(f"{n},kphotoalbum,kphotoalbum\n"
+                                                                           for n in [dev, *rest]))
+    grouped = build_dataset(photos, tmp_path / "d2", size=64, namer=lambda crop: "thing")
+    recs = [json.loads(line) for line in (tmp_path / "d2" / "dataset.jsonl").read_text().splitlines()]
+    assert {r["split"] for r in recs} == {"train"}
+    assert grouped["moved_to_train"] == {dev: f"series 'declared:kphotoalbum' with {rest[0]}"}

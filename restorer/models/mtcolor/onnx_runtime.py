@@ -4,7 +4,8 @@ What is exported (``torch.onnx.export``, the TorchScript exporter: the dynamo on
 opset ``OPSET``, each graph checked by ``onnx.checker.check_model``):
 
 - ``features.onnx``: EfficientNet-Lite0 on the normalised picture (B, 3, H, W), H and W dynamic
-  multiples of 32 -> the colour prior's pyramid (``s8 s16 s32 head``);
+  multiples of 32 -> the colour prior's pyramid (``s8 s16 s32 head``); ``prior_features.onnx`` the
+  same for the prior's own backbone when it reads another (EfficientNet-Lite2);
 - ``prior.onnx``: the colour prior head, (gray at the grid, pyramid) -> logits over the a*b* bins,
   the grid dynamic; the annealed mean stays in torch (it depends on the run's temperature);
 - ``unet.onnx``: one noise prediction of U-Net + ControlNet + the instance branch and PMAM of
@@ -235,10 +236,11 @@ def export_features(features: nn.Module, path: Path) -> list[str]:
 
 def export_prior(prior: nn.Module, path: Path, feature_channels: dict[str, int] | None = None) -> None:
     graph = PriorGraph(copy.deepcopy(prior).float().eval()).eval()
-    from restorer.models.mtcolor.prior import PYRAMID
+    from restorer.models.mtcolor.features import PYRAMIDS
 
     names = list(prior.names)
-    chans = feature_channels or {n: int(c) for n, c in (prior.config.pyramid or PYRAMID)}
+    backbone = getattr(prior.config, "backbone", "efficientnet-lite0")
+    chans = feature_channels or {n: int(c) for n, c in (prior.config.pyramid or PYRAMIDS[backbone])}
     h, w = 24, 32
     strides = {"s8": 1, "s16": 2, "s32": 4}  # the example's maps: any sizes do, the head resizes them
     feats = tuple(torch.randn(1, chans[n], max(1, h // strides.get(n, 8)), max(1, w // strides.get(n, 8)))
@@ -294,6 +296,14 @@ def export_tiny(model: nn.Module, prior: nn.Module | None, features: nn.Module |
             export_prior(prior, tmp / "prior.onnx")
             manifest["graphs"]["prior"] = "prior.onnx"
             manifest["prior"] = {"names": list(prior.names), "bins": prior.centers.tolist()}
+            backbone = getattr(prior.config, "backbone", "efficientnet-lite0")
+            if backbone != getattr(features, "backbone", "efficientnet-lite0"):  # the prior reads its own features
+                from restorer.models.mtcolor.features import EfficientNetFeatures
+
+                own = EfficientNetFeatures(input_size=int(features.input_size), backbone=backbone)
+                manifest["prior_features"] = {"outputs": export_features(own, tmp / "prior_features.onnx"),
+                                              "input_size": int(own.input_size), "backbone": backbone}
+                manifest["graphs"]["prior_features"] = "prior_features.onnx"
         if rendered is not None and Path(rendered).is_file():
             shutil.copy2(rendered, tmp / "rendered_colours.json")
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
@@ -502,10 +512,14 @@ def open_tiny_onnx(opts: dict[str, Any], device: str, weights: Path | None, dtyp
         info = manifest["features"]
         features = OrtFeatures(session(folder / "features.onnx", threads, device), info["outputs"],
                                int(info.get("input_size", 256)))
-    prior = None
+    prior = prior_features = None
     if features is not None and opts.get("prior", True) and "prior" in manifest["graphs"]:
         prior = OrtPrior(session(folder / "prior.onnx", threads, device), manifest["prior"]["names"],
                          manifest["prior"]["bins"])
+        if "prior_features" in manifest["graphs"]:
+            info = manifest["prior_features"]
+            prior_features = OrtFeatures(session(folder / "prior_features.onnx", threads, device), info["outputs"],
+                                         int(info.get("input_size", 256)))
     text = MiniLMText("cpu")
     if opts.get("canonical_texts", False):
         from restorer.models.colornames import TRAINED_COLOURS
@@ -521,6 +535,7 @@ def open_tiny_onnx(opts: dict[str, Any], device: str, weights: Path | None, dtyp
     engine = MTColorEngine(model, space, text, scheduler_config(opts), sampling_options(opts, multiple),
                            device, torch.float32, prior=prior,
                            prior_temperature=float(opts.get("prior_temperature", 0.4)),
-                           prompt_strength=float(opts.get("prompt_strength", 0.3)))
+                           prompt_strength=float(opts.get("prompt_strength", 0.3)), prior_features=prior_features,
+                           prior_flip=bool(opts.get("prior_flip", False)))
     engine.runtime = "onnx"
     return engine
