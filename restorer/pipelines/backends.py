@@ -187,6 +187,29 @@ def _kill_once_hook():
     return tick
 
 
+def probe_address(address: str, timeout: float = 5.0) -> None:
+    """Refuse, at once, an address where nothing answers: ``ray.init`` would otherwise retry for minutes,
+    printing Ray's logs. ``auto`` (Ray finds a local cluster itself) is left to Ray.
+
+    Raises:
+        BackendError: the address is not HOST:PORT, or no TCP connection opens within ``timeout`` seconds.
+    """
+    import socket
+
+    if address == "auto":
+        return
+    bare = address.split("://", 1)[-1]
+    host, _, port = bare.rpartition(":")
+    hint = "start the cluster with `ray start --head` on its head node and pass --ray-address HEAD:6379"
+    if not host or not port.isdigit():
+        raise BackendError(f"--ray-address {address!r} is not HOST:PORT", hint=hint)
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise BackendError(f"nothing answers at --ray-address {address} ({reason})", hint=hint) from None
+
+
 class RayBackend:
     """An actor pool on a Ray cluster: ``opts.ray_address``, or a local cluster started for the run."""
 
@@ -210,6 +233,8 @@ class RayBackend:
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                       "logging_level": logging.WARNING, "configure_logging": True}
             where = opts.ray_address or "a local cluster"
+            if opts.ray_address:
+                probe_address(opts.ray_address)
             try:
                 if opts.ray_address:
                     ray.init(address=opts.ray_address, **kwargs)

@@ -182,3 +182,32 @@ def test_backend_ray_without_ray_is_one_line_before_any_model(tmp_path, monkeypa
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("restorer: error:"), result.output
     assert 'pip install "restorer[ray]"' in lines[0]
+
+
+def test_an_address_where_nothing_answers_is_one_line_at_once(tmp_path, monkeypatch):
+    """`--ray-address` on a port nothing listens on: exit 2 with one line naming it, not minutes of Ray's
+    retries (``ray.init`` is never reached)."""
+    import socket
+
+    ray = pytest.importorskip("ray")
+    from restorer.pipelines import backends
+
+    with pytest.raises(backends.BackendError, match="not HOST:PORT"):
+        backends.probe_address("nohost")
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+
+    def no_init(*a, **k):
+        raise AssertionError("ray.init was called")
+
+    monkeypatch.setattr(ray, "init", no_init)
+    src = make_clip(tmp_path / "film.mp4", frames=8)
+    result = CliRunner().invoke(main, ["colorize", str(src), "-o", str(tmp_path / "out.mkv"), "--preset", "stencil",
+                                       "--backend", "ray", "--ray-address", f"127.0.0.1:{port}"])
+    assert result.exit_code == 2, (result.output, result.exception)
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("restorer: error:")]
+    assert len(errors) == 1 and f"127.0.0.1:{port}" in errors[0] and "ray start --head" in errors[0], result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out.mkv").exists()
