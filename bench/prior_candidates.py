@@ -31,6 +31,7 @@ CANDIDATES = {
     "lite2_context": ({"backbone": "efficientnet-lite2", "context": 4, "global_context": True}, 10),
     "lite2_context_jitter": ({"backbone": "efficientnet-lite2", "context": 4, "global_context": True,
                               "jitter": 0.15}, 10),
+    "lite2_drop05": ({"backbone": "efficientnet-lite2", "dropout": 0.5}, 10),
     "lite2_context_rb03": ({"backbone": "efficientnet-lite2", "context": 4, "global_context": True,
                             "rebalance": 0.3}, 10),
     "lite2_context_rb07": ({"backbone": "efficientnet-lite2", "context": 4, "global_context": True,
