@@ -155,17 +155,28 @@ def photos(size: int, limit: int | None = None):
         yield source, name, np.asarray(im)
 
 
-def parse_models(specs: list[str] | None) -> dict[str, Path | None]:
-    models: dict[str, Path | None] = {}
+def parse_models(specs: list[str] | None) -> dict[str, tuple[Path | None, dict]]:
+    """``LABEL=DIR`` or ``LABEL=shipped``, optionally ``:KEY=VALUE,...`` engine overrides (the settings a model
+    shipped with, e.g. ``previous=OLD:prior_temperature=0.4,prior_flip=false,prior_saturation=1``)."""
+    import yaml
+
+    models: dict[str, tuple[Path | None, dict]] = {}
     for spec in specs or ["tiny=shipped"]:
-        label, sep, where = spec.partition("=")
+        label, sep, rest = spec.partition("=")
+        where, _, extra = rest.partition(":")
         if not sep or not label or not where:
             raise SystemExit(f"--model wants LABEL=DIR or LABEL=shipped, not {spec!r}")
         if label in models:
             raise SystemExit(f"--model label {label!r} given twice")
         if where != "shipped" and not Path(where).is_dir():
             raise SystemExit(f"--model {label}: {where} is not a folder")
-        models[label] = None if where == "shipped" else Path(where)
+        overrides = {}
+        for item in filter(None, extra.split(",")):
+            key, eq, value = item.partition("=")
+            if not eq:
+                raise SystemExit(f"--model {label}: override {item!r} is not KEY=VALUE")
+            overrides[key] = yaml.safe_load(value)
+        models[label] = (None if where == "shipped" else Path(where), overrides)
     return models
 
 
@@ -212,9 +223,10 @@ def main() -> None:
     from restorer.presets import load_preset, open_engine
 
     models = parse_models(args.models)
-    if any(w is None for w in models.values()) and os.environ.get("RESTORER_WEIGHTS"):
+    if any(w is None for w, _ in models.values()) and os.environ.get("RESTORER_WEIGHTS"):
         print(f"note: RESTORER_WEIGHTS={os.environ['RESTORER_WEIGHTS']} is set, so 'shipped' loads that folder")
-    engines = {label: open_engine(load_preset("tiny"), device="cpu", weights=w) for label, w in models.items()}
+    engines = {label: open_engine(load_preset("tiny"), device="cpu", weights=w, overrides=o)
+               for label, (w, o) in models.items()}
     seed = shot_seed(0, 0)
 
     records, sheet_rows = [], []
@@ -248,11 +260,14 @@ def main() -> None:
     print(f"\npreset tiny, no texts, long side {args.size}, {n} photos, seed shot_seed(0, 0)\n")
     print("| model | weights | CIEDE2000 | gray | ratio | Δ vs gray [95 % CI] | colourfulness / truth |\n"
           "| --- | --- | --- | --- | --- | --- | --- |")
-    for m, w in models.items():
+    for m, (w, overrides) in models.items():
         ours = col(m, "ciede2000")
         vs_gray = paired_bootstrap(ours, gray_de)
         cf = float(np.mean(col(m, "colourfulness_pred")) / max(np.mean(col(m, "colourfulness_gt")), 1e-9))
-        summary[m] = {"weights": str(w) if w else "shipped", "ciede2000": float(np.mean(ours)),
+        where = str(w) if w else "shipped"
+        if overrides:
+            where += " " + ",".join(f"{k}={v}" for k, v in overrides.items())
+        summary[m] = {"weights": where, "ciede2000": float(np.mean(ours)),
                       "gray_ciede2000": float(np.mean(gray_de)), "ratio": float(np.mean(ours) / np.mean(gray_de)),
                       "vs_gray": vs_gray, "colourfulness_ratio": cf}
         print(f"| {m} | {summary[m]['weights']} | {np.mean(ours):.2f} | {np.mean(gray_de):.2f} | "

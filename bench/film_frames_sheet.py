@@ -50,19 +50,22 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-o", "--out", type=Path, required=True)
-    ap.add_argument("--model", action="append", default=None, help="LABEL=DIR (DIR 'shipped': the package's)")
+    ap.add_argument("--model", action="append", default=None,
+                    help="LABEL=DIR[:KEY=VALUE,...] (DIR 'shipped': the package's; KEY=VALUE: engine overrides)")
     ap.add_argument("--every", type=int, default=20)
     ap.add_argument("--side", type=int, default=320, help="long side of the frames colorized")
     ap.add_argument("--cell", type=int, default=150)
     args = ap.parse_args()
-    models = [m.split("=", 1) for m in (args.model or ["tiny=shipped"])]
+    from bench_independent import parse_models
+
+    models = parse_models(args.model)
     clips = {name: frames(VIDEO / name, args.every, args.side) for name in CLIPS if (VIDEO / name).exists()}
     seed = shot_seed(0, 0)
     rows: list[tuple[str, list[np.ndarray]]] = []
     scores: dict[str, dict[str, float]] = {}
     outputs = {}
-    for label, folder in models:
-        engine = open_engine(load_preset("tiny"), device="cpu", weights=None if folder == "shipped" else Path(folder))
+    for label, (folder, overrides) in models.items():
+        engine = open_engine(load_preset("tiny"), device="cpu", weights=folder, overrides=overrides)
         for clip, rgbs in clips.items():
             outs = [colorize(engine, rgb_to_luma(rgb), [], np.zeros((0, *rgb.shape[:2]), bool), seed) for rgb in rgbs]
             outputs[(label, clip)] = outs
@@ -71,7 +74,7 @@ def main() -> None:
     for clip, rgbs in clips.items():
         gray = [colorize(None, rgb_to_luma(rgb), [], None, seed) for rgb in rgbs]
         scores[clip]["gray"] = float(np.mean([mean_ciede2000(g, rgb * 255) for g, rgb in zip(gray, rgbs, strict=True)]))
-        for label, _ in models:
+        for label in models:
             rows.append((f"{clip}: {label}", outputs[(label, clip)]))
         rows.append((f"{clip}: truth", [rgb * 255 for rgb in rgbs]))
     width = max(len(r[1]) for r in rows)

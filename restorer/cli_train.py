@@ -101,6 +101,8 @@ def dataset_build(images: tuple[Path, ...], out: Path, val_fraction: float, test
               help="Prior only: dilated residual blocks that let each cell see the picture around it.")
 @click.option("--global-context/--no-global-context", default=False, show_default=True,
               help="Prior only: add the scene's mean feature to every cell.")
+@click.option("--dropout", default=0.3, show_default=True, type=click.FloatRange(0.0, 0.9),
+              help="Prior only: dropout on the features the colour prior reads.")
 @click.option("--jitter", default=0.0, show_default=True, type=click.FloatRange(0.0, 0.5),
               help="Prior only: exposure and contrast jitter of the gray input (+-share; colours are untouched).")
 @click.option("--threads", default=1, show_default=True, type=int, help="torch CPU threads.")
@@ -108,7 +110,8 @@ def dataset_build(images: tuple[Path, ...], out: Path, val_fraction: float, test
               help="Afterwards, copy the stage's final weights here in float16 (what the package ships).")
 def train(preset: str, data: Path, out: Path, stage: str, steps: int, resume: bool, init: Path | None,
           batch: int | None, lr: float, warmup: int | None, views: int | None, checkpoint_every: int,
-          rebalance: float, seed: int, backbone: str, context: int, global_context: bool, jitter: float,
+          rebalance: float, seed: int, backbone: str, context: int, global_context: bool, dropout: float,
+          jitter: float,
           threads: int, export: Path | None) -> None:
     """Train one stage of an MT-Color preset on a dataset."""
     from restorer.pipelines.train import TrainConfig, export_weights
@@ -123,7 +126,7 @@ def train(preset: str, data: Path, out: Path, stage: str, steps: int, resume: bo
 
         cfg = PriorConfig(steps=steps, batch=batch or 16, lr=lr, warmup=warmup or 20, seed=seed,
                           checkpoint_every=checkpoint_every, rebalance=rebalance, backbone=backbone, context=context,
-                          global_context=global_context, jitter=jitter)
+                          global_context=global_context, dropout=dropout, jitter=jitter)
         summary = train_prior(data, out, steps=steps, resume=resume, config=cfg, views=views or 10, progress=True)
         if export is not None:
             summary["exported"] = str(export_prior(Path(summary["final"]), export))

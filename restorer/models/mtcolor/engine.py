@@ -21,7 +21,8 @@ Options (preset YAML ``options:``; CLI ``overrides`` replace them): ``backbone``
 sd15), ``steps``, ``guidance``, ``eta``, ``alpha``, ``beta``, ``fusion`` (vp | literal),
 ``crop``, ``margin``; tiny: ``grid``, ``features``, ``model`` (U-Net widths etc.),
 ``init_seed``, ``scheduler``, ``prior`` (use the weights' colour prior, default true),
-``prior_temperature``, ``prior_strength``, ``prompt_strength`` (the strength when the shot has a
+``prior_temperature``, ``prior_flip`` (average the prior over the mirror image too), ``prior_strength``,
+``prompt_strength`` (the strength when the shot has a
 global prompt; see :mod:`restorer.models.mtcolor.prior`), ``canonical_texts`` (read instance texts
 in the form and colour words of the training texts: :func:`restorer.models.mtcolor.text.canonical_text`);
 sd15: ``size``, ``base_config``.
@@ -55,7 +56,7 @@ LATENT = torch.float32
 FLOAT32_MODULES = ("features", "prior", "prior_features")
 
 OVERRIDES = ("steps", "guidance", "alpha", "beta", "fusion", "eta", "prior", "prior_temperature", "prior_strength",
-             "prompt_strength", "prior_flip")
+             "prompt_strength", "prior_flip", "prior_saturation")
 
 
 @dataclass
@@ -75,13 +76,15 @@ class MTColorEngine:
 
     def __init__(self, model: MTColorModel, space: Any, text: Any, scheduler: dict, opts: SamplingOptions,
                  device: str, dtype: torch.dtype, prior: Any = None, prior_temperature: float = 0.4,
-                 prompt_strength: float = 0.3, prior_features: Any = None, prior_flip: bool = False):
+                 prompt_strength: float = 0.3, prior_features: Any = None, prior_flip: bool = False,
+                 prior_saturation: float = 1.0):
         self.model, self.prior = model.eval(), None if prior is None else prior.eval()
         self.space, self.text, self.scheduler, self.opts = space, text, scheduler, opts
         self.prior_temperature, self.prompt_strength = prior_temperature, prompt_strength
         # the prior's own backbone when it reads another than ControlNet's (None: the space's features);
         # prior_flip averages the prior's logits over the picture and its mirror image (test-time augmentation)
         self.prior_features, self.prior_flip = prior_features, bool(prior_flip)
+        self.prior_saturation = float(prior_saturation)  # the annealed mean's a*b* times this (1: as decoded)
         # every module the engine runs, registered once: one .to() moves them all
         self.modules = torch.nn.ModuleDict({"model": self.model})
         for name, module in (("prior", self.prior), ("features", getattr(space, "features", None)),
@@ -187,7 +190,8 @@ class MTColorEngine:
         logits = self._prior_logits(luma, gray.float(), pyramid)
         if self.prior_flip:  # the mirror image's logits, mirrored back
             logits = (logits + self._prior_logits(luma.flip(-1), gray.float().flip(-1)).flip(-1)) / 2
-        return (self.prior.decode(logits, self.prior_temperature) / self.space.ab_scale).to(LATENT)
+        ab = self.prior.decode(logits, self.prior_temperature) * self.prior_saturation
+        return (ab / self.space.ab_scale).to(LATENT)
 
     def _prior_logits(self, luma: torch.Tensor, gray: torch.Tensor,
                       pyramid: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
@@ -339,7 +343,8 @@ def _open_tiny(opts: dict, device: str, weights: Path | None, dtype: torch.dtype
                          device, dtype, prior=prior,
                          prior_temperature=float(opts.get("prior_temperature", 0.4)),
                          prompt_strength=float(opts.get("prompt_strength", 0.3)), prior_features=prior_features,
-                         prior_flip=bool(opts.get("prior_flip", False)))
+                         prior_flip=bool(opts.get("prior_flip", False)),
+                         prior_saturation=float(opts.get("prior_saturation", 1.0)))
 
 
 def _open_sd15(opts: dict, device: str, weights: Path | None, base: Path | None,

@@ -536,6 +536,7 @@ def open_tiny_onnx(opts: dict[str, Any], device: str, weights: Path | None, dtyp
                            device, torch.float32, prior=prior,
                            prior_temperature=float(opts.get("prior_temperature", 0.4)),
                            prompt_strength=float(opts.get("prompt_strength", 0.3)), prior_features=prior_features,
-                           prior_flip=bool(opts.get("prior_flip", False)))
+                           prior_flip=bool(opts.get("prior_flip", False)),
+                           prior_saturation=float(opts.get("prior_saturation", 1.0)))
     engine.runtime = "onnx"
     return engine

@@ -56,9 +56,9 @@ def test_prior_matches_torch_at_two_grid_sizes(tmp_path):
     path = tmp_path / "prior.onnx"
     O.export_prior(prior, path)
     graph = O.PriorGraph(prior).eval()
-    from restorer.models.mtcolor.prior import PYRAMID
+    from restorer.models.mtcolor.features import PYRAMIDS
 
-    chans = {n: int(c) for n, c in (prior.config.pyramid or PYRAMID)}
+    chans = {n: int(c) for n, c in (prior.config.pyramid or PYRAMIDS[prior.config.backbone])}
     for h, w in ((20, 32), (36, 28)):
         g = torch.Generator().manual_seed(h)
         strides = {"s8": 1, "s16": 2, "s32": 4}
