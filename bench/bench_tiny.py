@@ -1,6 +1,7 @@
 """Tiny preset with its shipped weights: seconds per 512x512 photo, whole photo path.
 
-Run: python bench/bench_tiny.py [--threads 2] [--repeats 5] [--instances 0] [--prompt TEXT]
+Run: python bench/bench_tiny.py [--threads 2] [--repeats 5] [--instances 0] [--prompt TEXT] [--weights DIR]
+     [--set KEY=VALUE ...]   (e.g. --weights OLD --set prior_flip=false: a previous model as it shipped)
 
 Times what ``restorer colorize photo.png --preset tiny`` spends per photo once the engine is
 open: engine (EfficientNet-Lite0 features, the colour prior, guided DDIM steps for the instances
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,6 +37,9 @@ def main() -> None:
     ap.add_argument("--instances", type=int, default=0, help="instance masks (bands) with texts")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--prompt", default=None, help="a global prompt for the photo")
+    ap.add_argument("--weights", type=Path, default=None, help="a tiny weights folder (default: the shipped one)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="engine option override, e.g. prior_flip=false (repeatable)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -47,7 +52,10 @@ def main() -> None:
 
     t0 = time.perf_counter()
     preset = load_preset("tiny")
-    engine = open_mtcolor(dict(preset.options), device="cpu", weights=None, base=None, overrides={})
+    import yaml
+
+    overrides = {k: yaml.safe_load(v) for k, _, v in (o.partition("=") for o in args.overrides)}
+    engine = open_mtcolor(dict(preset.options), device="cpu", weights=args.weights, base=None, overrides=overrides)
     load_s = time.perf_counter() - t0
     luma = photo(args.size)
     masks = np.zeros((args.instances, args.size, args.size), bool)
@@ -67,7 +75,8 @@ def main() -> None:
         t = time.perf_counter()
         once()
         times.append(time.perf_counter() - t)
-    print(f"weights: {shipped() or 'random init (none shipped)'}; {platform.processor() or platform.machine()}, "
+    print(f"weights: {args.weights or shipped() or 'random init (none shipped)'} {overrides or ''}; "
+          f"{platform.processor() or platform.machine()}, "
           f"{args.threads} torch threads, torch {torch.__version__}")
     steps = int(preset.options.get("steps"))
     opts = engine.opts
