@@ -99,7 +99,7 @@ def test_engine_without_texts_gives_the_prior_at_strength_zero(monkeypatch) -> N
 
     bins = [[0.0, 0.0], [40.0, 30.0], [-30.0, -20.0]]
     opts = {**load_preset("tiny").options, "prior_strength": 0.0, "steps": 10, "prior_temperature": 0.5,
-            "prompt_strength": 0.3}
+            "prompt_strength": 0.3, "prior_flip": False, "prior_saturation": 1.0}  # the decoding by hand below
     torch.manual_seed(0)
     prior = ColourPrior(bins=bins)
     with torch.no_grad():
@@ -210,7 +210,8 @@ def _engine_with(monkeypatch, prior, **overrides):
     from restorer.models.mtcolor import tiny
     from restorer.presets import load_preset
 
-    opts = {**load_preset("tiny").options, "prior_strength": 0.0, "prior_temperature": 0.5, **overrides}
+    opts = {**load_preset("tiny").options, "prior_strength": 0.0, "prior_temperature": 0.5, "prior_flip": False,
+            "prior_saturation": 1.0, **overrides}
     monkeypatch.setattr(tiny, "load_prior", lambda root: prior)
     return E.open_mtcolor(opts, device="cpu", weights=None, base=None, overrides={})
 
@@ -258,3 +259,14 @@ def test_a_prior_on_lite2_reads_lite2_while_controlnet_keeps_lite0(monkeypatch) 
     want = torch.einsum("qhw,qc->hwc", torch.softmax(logits / 0.5, dim=0), prior.centers).numpy()
     assert np.abs(ab - want).max() < 1e-3
     assert _engine_with(monkeypatch, _lopsided_prior()).prior_features is None  # same backbone: computed once
+
+
+def test_saturation_scales_the_annealed_mean(monkeypatch) -> None:
+    from restorer.models.engine import FrameInput
+
+    luma = np.tile(np.linspace(0.1, 0.9, 64, dtype=np.float32), (48, 1))
+    frame = FrameInput(0, luma, np.zeros((0, 48, 64), bool))
+    plain = _engine_with(monkeypatch, _lopsided_prior(), prior_saturation=1.0).automatic(frame)
+    bold = _engine_with(monkeypatch, _lopsided_prior(), prior_saturation=1.5).automatic(frame)
+    assert np.abs(plain).max() > 5  # coloured, so the scaling shows
+    assert np.abs(bold - 1.5 * plain).max() < 1e-3  # hue kept, chroma times 1.5
