@@ -118,3 +118,21 @@ def test_the_cli_refuses_missing_weights_in_one_line(tmp_path, restorer, one_err
     line = one_error(proc)
     assert ("--base" in line) if "sd15" in args else str(tmp_path / "missing") in line
     assert not (tmp_path / "out.png").exists()
+
+
+def test_a_preset_naming_an_engine_that_does_not_exist_is_one_line(tmp_path, restorer, one_error) -> None:
+    """The schema's engine names are the registry's: `anchors` has no engine yet, so it is refused by name."""
+    from PIL import Image
+
+    from restorer.presets import ENGINES, Preset
+
+    assert set(Preset.model_fields["engine"].annotation.__args__) == set(ENGINES)
+    photo = tmp_path / "old.png"
+    Image.new("L", (32, 24), 90).save(photo)
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("name: mine\nengine: anchors\ndescription: the DISCO engine\n")
+    proc = restorer("colorize", photo, "-o", tmp_path / "out.png", "--preset", preset)
+    assert proc.returncode == 2, proc.stderr
+    line = one_error(proc)
+    assert str(preset) in line and "'stencil' or 'mtcolor'" in line
+    assert not (tmp_path / "out.png").exists()

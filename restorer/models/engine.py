@@ -1,7 +1,7 @@
 """The engine contract.
 
 An *engine* turns grayscale frames into chroma. Every colorizer (``stencil``,
-``mtcolor`` for the ``tiny`` and ``sd15`` presets, ``anchors``) implements it, and
+``mtcolor`` for the ``tiny`` and ``sd15`` presets) implements it, and
 the pipelines (photo, video, watch) only ever talk to this interface:
 
 1. The pipeline builds the engine once per run with :func:`open_engine` (weights are

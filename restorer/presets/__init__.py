@@ -22,15 +22,15 @@ DEFAULT_PRESET = "tiny"
 ENGINES: dict[str, str] = {
     "stencil": "restorer.models.stencil:open_stencil",
     "mtcolor": "restorer.models.mtcolor.engine:open_mtcolor",
-    "anchors": "restorer.models.anchors.engine:open_anchors",
 }
+EngineName = Literal[tuple(ENGINES)]  # the preset schema's engine names come from the registry
 
 
 class Preset(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    engine: Literal["stencil", "mtcolor", "anchors"]
+    engine: EngineName  # type: ignore[valid-type]
     description: str
     needs: str = "nothing"
     runs_on: str = "cpu"
