@@ -14,12 +14,14 @@ from pathlib import Path
 import click
 
 from restorer import __version__
+from restorer.models.tracking.tracker import TRACKERS
 
 DEBUG = os.environ.get("RESTORER_DEBUG", "") not in ("", "0")
 # Weights are only ever read from local paths: make the Hugging Face libraries refuse the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 CODECS = ("h264", "h265", "ffv1", "prores")
+TRACKER_CHOICES = list(TRACKERS)  # the tracker registry (restorer/models/tracking/tracker.py)
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
@@ -121,7 +123,7 @@ def backend_options(command):
 @click.option("--report", type=click.Path(path_type=Path), help="Write a JSON report here.")
 @click.option("--strict", is_flag=True, help="Treat a damaged input as an error (exit 2, no output).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress, warnings only.")
-@click.option("--tracker", type=click.Choice(["sam2", "flow", "static"]), default=None,
+@click.option("--tracker", type=click.Choice(TRACKER_CHOICES), default=None,
               help="How instances follow their objects (default: sam2 with --sam2, else flow).")
 @click.option("--sam2", type=click.Path(path_type=Path), default=None, help="Local SAM2 folder.")
 @click.option("--box-refine", type=click.Choice(["grabcut", "off"]), default="grabcut", show_default=True,
@@ -233,7 +235,7 @@ def shots_init(film, output, overwrite):
 @click.argument("film", type=click.Path(path_type=Path))
 @click.argument("shots_yaml", type=click.Path(path_type=Path))
 @click.option("--preset", default=None, help="Check the texts for this preset (stencil needs colour names).")
-@click.option("--tracker", type=click.Choice(["sam2", "flow", "static"]), default=None,
+@click.option("--tracker", type=click.Choice(TRACKER_CHOICES), default=None,
               help="The tracker colorize will use (points-only instances need sam2).")
 @click.option("--sam2", type=click.Path(path_type=Path), default=None,
               help="Local SAM2 folder (points-only instances need it).")
@@ -260,7 +262,7 @@ def shots_check(film, shots_yaml, preset, tracker, sam2):
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Folder for the PNGs.")
 @click.option("--every", type=click.IntRange(1, 100000), default=24, show_default=True,
               help="Draw every Nth frame of each shot (and every prompted frame).")
-@click.option("--tracker", type=click.Choice(["sam2", "flow", "static"]), default=None,
+@click.option("--tracker", type=click.Choice(TRACKER_CHOICES), default=None,
               help="How instances follow their objects (default: sam2 with --sam2, else flow).")
 @click.option("--sam2", type=click.Path(path_type=Path), default=None, help="Local SAM2 folder.")
 @click.option("--overwrite", is_flag=True, help="Replace existing PNGs.")

@@ -12,9 +12,6 @@ from .store import MaskStore
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("sam2", "flow", "static")
-
-
 class Tracker(Protocol):
     """Follows a shot's instances from their prompts through every frame of the shot."""
 
@@ -38,23 +35,35 @@ def open_tracker(kind: str | None = None, sam2: str | Path | None = None,
         ValueError: an unknown kind.
     """
     kind = kind or ("sam2" if sam2 else "flow")
-    if kind == "flow":
-        from .flow import FlowTracker
+    if kind not in TRACKERS:
+        raise ValueError(f"unknown tracker {kind!r}; choose one of {', '.join(BACKENDS)}")
+    return TRACKERS[kind](sam2, device)
 
-        return FlowTracker()
-    if kind == "static":
-        from .static import StaticTracker
 
-        return StaticTracker()
-    if kind == "sam2":
-        if sam2 is None:
-            raise WeightsError("the sam2 tracker needs SAM2 weights",
-                               hint="pass --sam2 DIR (a local transformers SAM2 video "
-                                    "checkpoint) or choose --tracker flow")
-        from .sam2 import Sam2Tracker
+def _flow(sam2, device) -> Tracker:
+    from .flow import FlowTracker
 
-        return Sam2Tracker.from_pretrained(sam2, device=device)
-    raise ValueError(f"unknown tracker {kind!r}; choose one of {', '.join(BACKENDS)}")
+    return FlowTracker()
+
+
+def _static(sam2, device) -> Tracker:
+    from .static import StaticTracker
+
+    return StaticTracker()
+
+
+def _sam2(sam2, device) -> Tracker:
+    if sam2 is None:
+        raise WeightsError("the sam2 tracker needs SAM2 weights",
+                           hint="pass --sam2 DIR (a local transformers SAM2 video checkpoint) or choose --tracker flow")
+    from .sam2 import Sam2Tracker
+
+    return Sam2Tracker.from_pretrained(sam2, device=device)
+
+
+# --tracker KIND -> its factory (sam2 folder, device) -> Tracker; the CLI's choices are these keys
+TRACKERS = {"sam2": _sam2, "flow": _flow, "static": _static}
+BACKENDS = tuple(TRACKERS)
 
 
 def track_shot(tracker: Tracker, shot: ShotPrompts, read: FrameSource,
