@@ -174,9 +174,7 @@ class MTColorEngine:
         temporal stage fills unexplained pixels with). Needs :attr:`has_automatic`."""
         luma = torch.from_numpy(np.ascontiguousarray(frame.luma, dtype=np.float32))[None, None].to(self.device)
         size = self.space.latent_size(tuple(luma.shape[-2:]))
-        pyramid = self.space.features.pyramid(luma) if self.prior_features is None else None
-        gray32 = self.space.prepare(luma, size, pyramid)[0] if pyramid is not None else self.space.gray(luma, size)
-        return check_chroma(self.space.decode(self.prior_latent(luma, gray32, pyramid)), self.name)
+        return check_chroma(self.space.decode(self.prior_latent(luma, self.space.gray(luma, size))), self.name)
 
     @torch.no_grad()
     def prior_latent(self, luma: torch.Tensor, gray: torch.Tensor | None,
@@ -337,7 +335,9 @@ def _open_tiny(opts: dict, device: str, weights: Path | None, dtype: torch.dtype
     space = TinySpace(grid=int(opts.get("grid", 32)), multiple=tiny.multiple(model.unet), features=features,
                       ab_scale=float(opts.get("ab_scale", AB_SCALE)))
     prior = tiny.load_prior(root) if root is not None and features is not None and opts.get("prior", True) else None
-    backbone = getattr(getattr(prior, "config", None), "backbone", "efficientnet-lite0")
+    from restorer.models.mtcolor.prior import prior_backbone
+
+    backbone = prior_backbone(prior)
     prior_features = None if prior is None or backbone == features.backbone else EfficientNetFeatures(backbone=backbone)
     return MTColorEngine(model, space, text, tiny.scheduler_config(opts), sampling_options(opts, space.multiple),
                          device, dtype, prior=prior,

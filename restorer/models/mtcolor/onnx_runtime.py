@@ -237,10 +237,10 @@ def export_features(features: nn.Module, path: Path) -> list[str]:
 def export_prior(prior: nn.Module, path: Path, feature_channels: dict[str, int] | None = None) -> None:
     graph = PriorGraph(copy.deepcopy(prior).float().eval()).eval()
     from restorer.models.mtcolor.features import PYRAMIDS
+    from restorer.models.mtcolor.prior import prior_backbone
 
     names = list(prior.names)
-    backbone = getattr(prior.config, "backbone", "efficientnet-lite0")
-    chans = feature_channels or {n: int(c) for n, c in (prior.config.pyramid or PYRAMIDS[backbone])}
+    chans = feature_channels or {n: int(c) for n, c in (prior.config.pyramid or PYRAMIDS[prior_backbone(prior)])}
     h, w = 24, 32
     strides = {"s8": 1, "s16": 2, "s32": 4}  # the example's maps: any sizes do, the head resizes them
     feats = tuple(torch.randn(1, chans[n], max(1, h // strides.get(n, 8)), max(1, w // strides.get(n, 8)))
@@ -296,7 +296,9 @@ def export_tiny(model: nn.Module, prior: nn.Module | None, features: nn.Module |
             export_prior(prior, tmp / "prior.onnx")
             manifest["graphs"]["prior"] = "prior.onnx"
             manifest["prior"] = {"names": list(prior.names), "bins": prior.centers.tolist()}
-            backbone = getattr(prior.config, "backbone", "efficientnet-lite0")
+            from restorer.models.mtcolor.prior import prior_backbone
+
+            backbone = prior_backbone(prior)
             if backbone != getattr(features, "backbone", "efficientnet-lite0"):  # the prior reads its own features
                 from restorer.models.mtcolor.features import EfficientNetFeatures
 

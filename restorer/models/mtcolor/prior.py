@@ -86,6 +86,12 @@ class ColourPrior(ModelMixin, ConfigMixin):
         return torch.einsum("bqhw,qc->bchw", p, self.centers.float().to(p.device))
 
 
+def prior_backbone(prior) -> str:
+    """The feature network a prior (torch or ONNX Runtime stand-in) reads: its config's ``backbone``, or
+    EfficientNet-Lite0 for the first shipped prior, whose config predates the key."""
+    return getattr(getattr(prior, "config", None), "backbone", "efficientnet-lite0")
+
+
 def bins_for(ab: torch.Tensor) -> list[list[float]]:
     """The centres of the a*b* bins that ``ab`` (N, 2, h, w) reaches, in a fixed order."""
     n = int(2 * AB_RANGE / BIN)
