@@ -26,11 +26,11 @@ def export() -> None:
 def export_onnx(preset: str, output: Path, weights: Path | None, overwrite: bool) -> None:
     """Export tiny's features, colour prior and U-Net (+ ControlNet + instance branch) to ONNX."""
     from restorer.errors import OutputError
+    from restorer.fs import refuse_existing
     from restorer.presets import load_preset, preflight
 
     chosen = load_preset(preset)
-    if output.exists() and not overwrite:
-        raise OutputError("output exists", path=output, hint="pass --overwrite to replace it")
+    refuse_existing(output, overwrite=overwrite)
     if output.exists() and not output.is_dir():
         raise OutputError("output is a file, not a folder", path=output, hint="choose a folder")
     from restorer.models.mtcolor.paths import is_exported, require_onnxruntime

@@ -1,4 +1,4 @@
-"""Job folders, atomic writes, resume and locking.
+"""Job folders, resume and locking (the atomic writes they use are :mod:`restorer.fs`'s).
 
 A job is the work of one output. Its folder sits beside the output, hidden
 (``.NAME.restorer-job/``), and holds:
@@ -12,84 +12,30 @@ A job is the work of one output. Its folder sits beside the output, hidden
   written the same way. A unit whose sidecar exists is finished.
 
 The output itself is written to a temporary name in its destination folder and
-renamed when complete: nothing ever appears under the final name half-written.
+renamed when complete (:func:`restorer.fs.partial_name`): nothing ever appears under the
+final name half-written. Taking the lock removes the temporary files a killed run left.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
-import threading
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import Any
 
 from restorer.errors import InputError, JobLockedError, OutputError
+from restorer.fs import fsync_file as fsync_file  # re-exported: restorer.models.tracking.store imports them here
+from restorer.fs import open_atomic as open_atomic
+from restorer.fs import refuse_existing, stale_partials, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 MANIFEST_VERSION = 1
-
-
-def partial_name(final: Path) -> Path:
-    """The temporary sibling of ``final``; keeps the suffix so writers infer the format."""
-    return final.with_name(f".{final.stem}.partial-{os.getpid()}-{threading.get_ident() % 10**6}{final.suffix}")
-
-
-@contextlib.contextmanager
-def atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``final``; rename it into place only on success."""
-    tmp = partial_name(final)
-    try:
-        yield tmp
-        fsync_file(tmp)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-@contextlib.contextmanager
-def open_atomic(final: Path, mode: str = "wb", *, sync: bool = True) -> Iterator[IO]:
-    """Open a temporary file beside ``final`` for writing; it becomes ``final`` only when complete.
-
-    Raises:
-        OutputError: the folder cannot be written.
-    """
-    final = Path(final)
-    tmp = partial_name(final)
-    try:
-        f = open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
-    except OSError as exc:
-        raise OutputError(f"cannot write here: {exc.strerror or exc}", path=final,
-                          hint="check that the folder exists and is writable") from None
-    try:
-        with f:
-            yield f
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def fsync_file(path: Path) -> None:
-    if path.is_file():
-        with open(path, "rb") as f:
-            os.fsync(f.fileno())
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    with open_atomic(path, "w") as f:
-        f.write(json.dumps(data, indent=1, sort_keys=True))
 
 
 def input_fingerprint(path: Path) -> dict[str, Any]:
@@ -194,8 +140,8 @@ def check_output(output: Path, inputs: list[Path], *, overwrite: bool, is_dir: b
         if is_dir and src.is_dir() and (resolved == src_r or resolved.is_relative_to(src_r)):
             raise OutputError("the output folder is inside the input folder", path=output,
                               hint="choose an output folder outside the inputs")
-    if output.exists() and not is_dir and not overwrite:
-        raise OutputError("output exists", path=output, hint="pass --overwrite to replace it")
+    if not is_dir:
+        refuse_existing(output, overwrite=overwrite)
     folder = output if is_dir else output.parent
     existing = folder
     while not existing.exists():
@@ -267,11 +213,8 @@ class Job:
 
     def _remove_stale_partials(self) -> None:
         """Temporary outputs of a killed run (we hold the lock, so no live run owns them)."""
-        stem, suffix = re.escape(self.output.stem), re.escape(self.output.suffix)
-        # partial_name()'s scheme, and io.video.assemble()'s
-        ours = re.compile(rf"\.{stem}\.(partial-\d+-\d+|\d+\.partial){suffix}")
-        for stale in self.output.parent.iterdir():
-            if ours.fullmatch(stale.name) and stale.is_file():
+        for stale in stale_partials(self.output):
+            if stale.is_file():
                 log.debug("removing %s, left by an interrupted run", stale)
                 stale.unlink(missing_ok=True)
 

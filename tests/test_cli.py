@@ -271,10 +271,10 @@ def test_colour_film_is_accepted_with_a_warning_and_gray_film_without(tmp_path, 
 
 def test_temporary_files_of_a_killed_run_are_cleaned_up(tmp_path, clip, restorer):
     out = tmp_path / "film.mkv"
-    stale = [tmp_path / ".film.4242.partial.mkv", tmp_path / ".film.partial-4242-7.mkv"]
+    stale = [tmp_path / ".film.partial-4242-0a1b2c3d.mkv", tmp_path / ".film.partial-4242-7.mkv"]
     for p in stale:
         p.write_bytes(b"half a film")
-    other = tmp_path / ".other.4242.partial.mkv"  # another output's: not ours to touch
+    other = tmp_path / ".other.partial-4242-0a1b2c3d.mkv"  # another output's: not ours to touch
     other.write_bytes(b"x")
     proc = restorer("colorize", clip, "-o", out, "--codec", "ffv1", *FAST)
     assert proc.returncode == 0, proc.stderr
@@ -315,7 +315,7 @@ def test_shots_check_finds_an_unknown_colour_word_at_its_line(tmp_path, clip, re
 
 
 def test_cleanup_spares_the_temporary_files_of_similarly_named_outputs(tmp_path, clip, restorer):
-    live = tmp_path / ".film.v2.4242.partial.mkv"  # film.v2.mkv's assembly, maybe still running
+    live = tmp_path / ".film.v2.partial-4242-0a1b2c3d.mkv"  # film.v2.mkv's assembly, maybe still running
     live.write_bytes(b"x")
     proc = restorer("colorize", clip, "-o", tmp_path / "film.mkv", "--codec", "ffv1", *FAST)
     assert proc.returncode == 0, proc.stderr

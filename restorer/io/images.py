@@ -359,7 +359,7 @@ def _rgb_profile(icc: bytes | None) -> bytes | None:
 
 
 def _atomic_write(path: Path, write) -> None:
-    from restorer.jobs import open_atomic
+    from restorer.fs import open_atomic
 
     with open_atomic(path, "wb") as f:
         write(f)

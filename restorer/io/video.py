@@ -101,7 +101,6 @@ import functools
 import heapq
 import io
 import logging
-import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -111,7 +110,7 @@ import av
 import numpy as np
 
 from restorer.errors import InputError, OutputError
-from restorer.jobs import fsync_file
+from restorer.fs import atomic_path, partial_name, refuse_existing, replace_synced
 
 logger = logging.getLogger(__name__)
 
@@ -878,7 +877,7 @@ class SegmentWriter:
         self.frames_written = 0
         self._last_index = -1
         self._durations: dict[int, int] = {}  # pts -> the frame's duration, until its packet is muxed
-        self._tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.partial{self.path.suffix}")
+        self._tmp = partial_name(self.path)
         self._container = av.open(str(self._tmp), "w", format=_container_format(self.path),
                                   options={"fflags": "+bitexact"})
         try:
@@ -953,8 +952,7 @@ class SegmentWriter:
         self._mux(self._stream.encode(None))
         self._container.close()
         self._container = None
-        fsync_file(self._tmp)  # a segment recorded as done must survive a crash of the machine
-        os.replace(self._tmp, self.path)
+        replace_synced(self._tmp, self.path)  # a segment recorded as done must survive a crash of the machine
         logger.debug("wrote %s (%d frames)", self.path, self.frames_written)
 
     def abort(self) -> None:
@@ -1092,16 +1090,10 @@ def assemble(segments: Iterable[str | Path], source: str | Path, info: VideoInfo
     segments, output = [Path(s) for s in segments], Path(output)
     if not segments:
         raise ValueError("assemble needs at least one segment")
-    if output.exists() and not overwrite:
-        raise OutputError("already exists", path=output, hint="pass --overwrite or choose another name")
+    refuse_existing(output, overwrite=overwrite, instead="choose another name")
     _check_segments(segments)
-    tmp = output.with_name(f".{output.stem}.{os.getpid()}.partial{output.suffix}")
-    try:
+    with atomic_path(output) as tmp:
         _remux(segments, Path(source), tmp, output, info)
-        fsync_file(tmp)
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _segment_signature(path: Path) -> tuple:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -133,6 +132,7 @@ class RayWorker:
     def segments(self, film: Path, output: Path, info, segments: list) -> list[dict[str, Any]]:
         """Colour and encode ``segments`` (consecutive, of one shot when there is more than one), each
         into a temporary file in the job folder; return their records, with ``tmp`` naming that file."""
+        from restorer.fs import partial_name
         from restorer.io.video import LumaReader
         from restorer.jobs import Job
         from restorer.pipelines.tracking import tracker_factory
@@ -154,7 +154,7 @@ class RayWorker:
         records = []
         for seg in segments:
             final = self.video.segment_path(job, seg)
-            tmp = final.with_name(f"{final.stem}.ray-{os.getpid()}-{uuid.uuid4().hex[:8]}{final.suffix}")
+            tmp = partial_name(final)  # unique across the workers' machines; the driver renames it
             record = self.video.encode_segment(film, info, job, seg, tracks, _kill_once_hook(), edge, tmp)
             record["file"] = final.relative_to(job.folder).as_posix()
             record["tmp"] = tmp.relative_to(job.folder).as_posix()

@@ -49,7 +49,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +57,7 @@ from typing import Any, Iterable
 import numpy as np
 from PIL import Image, ImageOps
 
+from restorer.fs import write_text_atomic
 from restorer.io.images import IMAGE_SUFFIXES as PHOTO_SUFFIXES
 from restorer.models.colornames import TRAINED_COLOURS
 
@@ -463,12 +463,6 @@ def _file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _build_one(path: Path, out: Path, opts: BuildOptions, namer, palette,
                sam2: Sam2Masks | None = None) -> dict[str, Any]:
     rgb = load_rgb(path, opts.size)
@@ -532,7 +526,7 @@ def build_dataset(images: Path | Iterable[Path], out: Path, *, val_fraction: flo
         else:
             namer = namer or object_namer(opts.min_confidence)
             records.append(_build_one(path, out, opts, namer, palette, masker))
-            _atomic_text(rec_path, json.dumps(records[-1], sort_keys=True))
+            write_text_atomic(rec_path, json.dumps(records[-1], sort_keys=True))
         if progress:
             progress(i + 1, len(paths), path.name)
     moved = _split_records(out, records, opts.val_fraction, opts.test_fraction, declared_series(paths))
@@ -555,7 +549,7 @@ def _split_records(out: Path, records: list[dict[str, Any]], fraction: float,
             rec["split"] = split[rec["source"]]
             changed.add(rec["name"])
         if rec["name"] in changed:
-            _atomic_text(out / "records" / f"{rec['name']}.json", json.dumps(rec, sort_keys=True))
+            write_text_atomic(out / "records" / f"{rec['name']}.json", json.dumps(rec, sort_keys=True))
     return moved
 
 
@@ -574,7 +568,7 @@ def _check_mask_source(out: Path, paths: list[Path], source: str) -> None:
 def _write_index(out: Path, records: list[dict[str, Any]], opts: BuildOptions, seed: int,
                  source: str = SEGMENTATION, moved: dict[str, str] | None = None) -> dict[str, Any]:
     lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
-    _atomic_text(out / "dataset.jsonl", lines)
+    write_text_atomic(out / "dataset.jsonl", lines)
     digest = hashlib.sha256("".join(f"{r['source']} {r['sha256']}\n" for r in records).encode()).hexdigest()
     manifest = {"version": 1, "inputs_sha256": digest, "count": len(records),
                 "train": sum(r["split"] == "train" for r in records),
@@ -586,7 +580,7 @@ def _write_index(out: Path, records: list[dict[str, Any]], opts: BuildOptions, s
                 "near_duplicate_bits": NEAR_DUPLICATE_BITS}
     if source != SEGMENTATION:  # colour-segmentation manifests stay as they were before SAM2
         manifest["mask_source"] = source
-    _atomic_text(out / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return manifest
 
 

@@ -17,13 +17,13 @@ import numpy as np
 
 from restorer.console import Stopwatch
 from restorer.errors import InputError, OutputError
+from restorer.fs import open_atomic, refuse_existing
 from restorer.io.images import IMAGE_SUFFIXES
 from restorer.jobs import (
     Job,
     check_output,
     input_fingerprint,
     notes_fingerprint,
-    open_atomic,
     require_file,
     settings_fingerprint,
 )
@@ -114,9 +114,7 @@ def preflight(inputs: list[Path], output: Path, opts: ColorizeOptions) -> list[P
         raise empty_photo(tasks[0].source)
     if not opts.overwrite and not Job(output, {}).folder.exists():  # no job to resume: an existing output is final
         for task in tasks:
-            if task.output.exists():
-                raise OutputError("output exists", path=task.output,
-                                  hint="pass --overwrite to replace it, or choose another output folder")
+            refuse_existing(task.output, instead="choose another output folder")
     if opts.shots is not None:
         require_file(opts.shots, "shots file")
         load_shots(opts.shots)
@@ -249,8 +247,7 @@ class PhotoColorizationPipeline:
             return
         for task in tasks:
             if task.output.exists() and job.unit_done(_unit_key(task, self.opts.shots)) is None:
-                raise OutputError("output exists", path=task.output,
-                                  hint="pass --overwrite to replace it, or choose another output folder")
+                refuse_existing(task.output, instead="choose another output folder")
 
     def colorize_one(self, task: PhotoTask) -> list[str]:
         """Colorize one photo into ``task.output`` (written atomically); return its warnings."""

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from restorer.errors import OutputError
-from restorer.jobs import atomic_path, require_file
+from restorer.fs import atomic_path, refuse_existing
+from restorer.jobs import require_file
 from restorer.pipelines.options import ColorizeOptions
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,7 @@ def _thumbnail(rgb: np.ndarray) -> np.ndarray:
 def write_png(path: Path, rgb: np.ndarray, overwrite: bool) -> None:
     from PIL import Image
 
-    if path.exists() and not overwrite:
-        raise OutputError("output exists", path=path, hint="pass --overwrite to replace it")
+    refuse_existing(path, overwrite=overwrite)
     with atomic_path(path) as tmp:
         Image.fromarray(rgb).save(tmp, format="PNG")
 
@@ -83,8 +82,7 @@ def shots_preview(film: Path, out_dir: Path, opts: ColorizeOptions, *, every: in
 
     require_file(film)
     sheet = out_dir / "contact_sheet.png"
-    if sheet.exists() and not opts.overwrite:
-        raise OutputError("output exists", path=sheet, hint="pass --overwrite, or choose another folder")
+    refuse_existing(sheet, overwrite=opts.overwrite, instead="choose another folder")
     info = probe(film)
     shots = load_film_shots(film, info, opts)
     out_dir.mkdir(parents=True, exist_ok=True)

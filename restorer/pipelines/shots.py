@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from restorer.config import ResolvedShot, format_time, load_shots, resolve_shots
-from restorer.errors import InputError, OutputError
+from restorer.errors import InputError
+from restorer.fs import refuse_existing, write_text_atomic
 from restorer.io.images import IMAGE_SUFFIXES
-from restorer.jobs import open_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -124,11 +124,10 @@ def write_template(
         OutputError: ``path_out`` exists and ``overwrite`` is False, or cannot be written.
     """
     path_out = Path(path_out)
-    if path_out.exists() and not overwrite:
-        raise OutputError("already exists", path=path_out, hint="pass --overwrite to replace it, or pick another name")
+    refuse_existing(path_out, overwrite=overwrite, instead="pick another name")
     text = template_text(Path(film_path).name, _shot_ranges(cuts, frame_count), frame_count, Fraction(frame_rate),
                          size=size)
-    _write_atomic(path_out, text)
+    write_text_atomic(path_out, text)
     logger.info("wrote %s", path_out)
 
 
@@ -175,17 +174,11 @@ def _shot_ranges(cuts: list[int], frame_count: int) -> list[tuple[int, int]]:
     return [(a, b - 1) for a, b in itertools.pairwise(edges)]
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    with open_atomic(path, "w") as f:
-        f.write(text)
-
-
 def init_template(film_path: str | Path, path_out: str | Path, *, overwrite: bool = False) -> int:
     """``restorer shots init``: detect the film's shots and write the template (with the frame size that
     boxes are measured in). Returns the shot count."""
     path_out = Path(path_out)
-    if path_out.exists() and not overwrite:  # say so before a long detection pass
-        raise OutputError("already exists", path=path_out, hint="pass --overwrite to replace it, or pick another name")
+    refuse_existing(path_out, overwrite=overwrite, instead="pick another name")  # before a long detection pass
     info = probe_film(Path(film_path))
     cuts = detect_cuts(film_path) if info.frame_count > 1 else []
     write_template(path_out, film_path, cuts, info.frame_count, info.frame_rate, overwrite=overwrite,

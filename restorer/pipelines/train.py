@@ -366,26 +366,29 @@ def _generator(cfg: TrainConfig, step: int) -> torch.Generator:
 # --- checkpoints --------------------------------------------------------------------------------
 
 def save_checkpoint(model, opt: torch.optim.Optimizer, params: list, step: int, folder: Path,
-                    cfg: Any, save: Callable[[Any, Path], None] | None = None) -> None:
-    """Weights (``save``, default :func:`restorer.models.mtcolor.tiny.save`), AdamW's state and the step,
-    written to a temporary folder renamed into place."""
+                    cfg: Any, save: Callable[[Any, Path], None] | None = None,
+                    extra: dict[str, Any] | None = None, add: Callable[[Path], None] | None = None) -> None:
+    """Weights (``save``, default :func:`restorer.models.mtcolor.tiny.save`), AdamW's state and the step
+    (with ``extra`` in ``state.json``; ``add`` writes more files), written as one folder
+    (:func:`restorer.fs.atomic_folder`)."""
     from safetensors.torch import save_file
 
+    from restorer.fs import atomic_folder
     from restorer.models.mtcolor import tiny
 
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (save or tiny.save)(model, tmp)
-    state = {}
-    for i, (_, p) in enumerate(params):
-        s = opt.state.get(p, {})
-        for key in ("exp_avg", "exp_avg_sq", "step"):
-            if key in s:
-                state[f"{i}.{key}"] = torch.as_tensor(s[key]).detach().clone().contiguous()
-    save_file(state, tmp / "optimizer.safetensors")
-    (tmp / "state.json").write_text(json.dumps({"step": step, "config": asdict(cfg)}, indent=1) + "\n")
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    with atomic_folder(folder) as tmp:
+        (save or tiny.save)(model, tmp)
+        state = {}
+        for i, (_, p) in enumerate(params):
+            s = opt.state.get(p, {})
+            for key in ("exp_avg", "exp_avg_sq", "step"):
+                if key in s:
+                    state[f"{i}.{key}"] = torch.as_tensor(s[key]).detach().clone().contiguous()
+        save_file(state, tmp / "optimizer.safetensors")
+        (tmp / "state.json").write_text(json.dumps({"step": step, "config": asdict(cfg), **(extra or {})},
+                                                   indent=1) + "\n")
+        if add is not None:
+            add(tmp)
 
 
 def load_optimizer(opt: torch.optim.Optimizer, params: list, folder: Path) -> None:

@@ -91,7 +91,7 @@ def prepare_prior_cache(data: Path, cache: Path, *, views: int = 10, seed: int =
     """
     from safetensors.torch import load_file, save_file
 
-    from restorer.jobs import atomic_path
+    from restorer.fs import atomic_path
     from restorer.models.mtcolor.features import EfficientNetFeatures
     from restorer.pipelines.dataset import load_record, read_dataset
     from restorer.pipelines.train import VIEW, add_view, augmented_views
@@ -237,11 +237,10 @@ def _evaluate(model, cached, hold_idx, step: int, best: dict, stage_dir: Path, w
     ce = held_out_ce(model, cached, hold_idx, weights=weights)
     best = {**best, "last": ce}
     if ce < best["ce"]:
-        tmp = stage_dir / "best.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        shutil.rmtree(stage_dir / "best", ignore_errors=True)
-        tmp.rename(stage_dir / "best")
+        from restorer.fs import atomic_folder
+
+        with atomic_folder(stage_dir / "best") as tmp:
+            model.save_pretrained(tmp)
         best = {**best, "ce": ce, "step": step}
     return best
 
@@ -251,10 +250,8 @@ def _checkpoint(model, opt, step: int, best: dict, stage_dir: Path, cfg: PriorCo
 
     folder = stage_dir / f"checkpoint-{step:06d}"
     params = list(model.named_parameters())
-    save_checkpoint(model, opt, params, step, folder, cfg, save=lambda m, d: m.save_pretrained(d))
-    shutil.copytree(stage_dir / "best", folder / "best", dirs_exist_ok=True)
-    state = json.loads((folder / "state.json").read_text())
-    (folder / "state.json").write_text(json.dumps({**state, "best": best}, indent=1) + "\n")
+    save_checkpoint(model, opt, params, step, folder, cfg, save=lambda m, d: m.save_pretrained(d),
+                    extra={"best": best}, add=lambda d: shutil.copytree(stage_dir / "best", d / "best"))
     for old in sorted(stage_dir.glob("checkpoint-*[0-9]"))[:-2]:
         shutil.rmtree(old, ignore_errors=True)
 

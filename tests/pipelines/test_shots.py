@@ -85,7 +85,7 @@ def test_template_round_trips(tmp_path):
     assert "# prompt:" in text and "#   - name: car" in text
     shots = resolve_shots(load_shots(out), frame_count=100, size=(W, H), frame_rate=25)
     assert [(s.start, s.end, s.detected) for s in shots] == [(0, 28, False), (29, 74, False), (75, 99, False)]
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert not list(tmp_path.glob(".*partial*"))
 
 
 def test_template_refuses_to_overwrite(tmp_path):
