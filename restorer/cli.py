@@ -14,13 +14,13 @@ from pathlib import Path
 import click
 
 from restorer import __version__
+from restorer.io.codecs import CODECS  # the codec table: --codec's choices
 from restorer.models.tracking.tracker import TRACKERS
 
 DEBUG = os.environ.get("RESTORER_DEBUG", "") not in ("", "0")
 # Weights are only ever read from local paths: make the Hugging Face libraries refuse the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-CODECS = ("h264", "h265", "ffv1", "prores")
 TRACKER_CHOICES = list(TRACKERS)  # the tracker registry (restorer/models/tracking/tracker.py)
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 

@@ -51,7 +51,7 @@ ITU-T H.273: limited range ``(16 + 224 * (P + 0.5)) * 2**(bits-8)`` i.e.
 ``128 * 2**(bits-8) + 224 * 2**(bits-8) * P`` clipped to 16..240 scaled; full range
 ``(2**bits - 1) * P + 2**(bits-1)``. Frames keep the source pts and time base.
 
-Codecs: ``h264``/``h265`` (yuv420p, or yuv420p10le at 10 bits), ``ffv1``
+Codecs (the table: :mod:`restorer.io.codecs`): ``h264``/``h265`` (yuv420p, or yuv420p10le at 10 bits), ``ffv1``
 (source's chroma subsampling when the source is planar YUV, else 4:4:4) and
 ``prores`` (prores_ks, yuv422p10le, HQ). Decisions:
 
@@ -111,6 +111,7 @@ import numpy as np
 
 from restorer.errors import InputError, OutputError
 from restorer.fs import atomic_path, partial_name, refuse_existing, replace_synced
+from restorer.io.codecs import codec_named
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +124,6 @@ _MATRIX_COEFFS: dict[int, tuple[float, float]] = {
     7: (0.212, 0.087), 9: (0.2627, 0.0593), 10: (0.2627, 0.0593),
 }
 _FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".nut": "nut"}
-_ENCODERS = {"h264": "libx264", "h265": "libx265", "hevc": "libx265", "ffv1": "ffv1",
-             "prores": "prores_ks"}
 
 
 @dataclass(frozen=True)
@@ -782,14 +781,11 @@ def _luma_from_rgb(frame: av.VideoFrame, bits: int, kr_kb: tuple[float, float]) 
 
 
 def chroma_layout(codec: str, info: VideoInfo) -> tuple[int, int]:
-    """(horizontal, vertical) chroma subsampling factors the writer uses."""
-    codec = codec.lower()
-    if codec == "ffv1":
+    """(horizontal, vertical) chroma subsampling factors the writer uses for ``codec`` (its table entry)."""
+    spec = codec_named(codec)
+    if spec.subsampling is None:
         return _source_subsampling(info) if info.is_yuv else (1, 1)
-    sub = (2, 1) if codec == "prores" else (2, 2)
-    if info.width % 2 or (sub[1] == 2 and info.height % 2):
-        return (1, 1)
-    return sub
+    return spec.chroma(info.width, info.height)
 
 
 def _source_subsampling(info: VideoInfo) -> tuple[int, int]:
@@ -811,15 +807,6 @@ def output_pix_fmt(codec: str, info: VideoInfo, bit_depth: int) -> str:
             name = "yuv444p"
         name += f"{bit_depth}le"
     return name
-
-
-def _output_depth(codec: str, info: VideoInfo, bit_depth: int | None) -> int:
-    if codec == "prores":
-        return 10
-    depth = bit_depth or min(max(info.bit_depth, 8), 10)
-    if depth not in (8, 10):
-        raise ValueError(f"bit_depth must be 8 or 10, not {depth}")
-    return depth
 
 
 def area_average(plane: np.ndarray, sx: int, sy: int) -> np.ndarray:
@@ -854,7 +841,7 @@ class SegmentWriter:
     Args:
         path: the segment's final name (suffix from :func:`segment_suffix`).
         info: the source's :class:`VideoInfo` (pts, time base, tags, SAR, rotation).
-        codec: "h264", "h265", "ffv1" or "prores".
+        codec: a name in :data:`restorer.io.codecs.CODECS`.
         bit_depth: 8 or 10; None keeps the source's (capped to 10).
         quality: CRF for h264/h265 (default 18/20), ProRes profile 0-5 (default 3, HQ).
         preset: x264/x265 preset.
@@ -866,11 +853,9 @@ class SegmentWriter:
                  preset: str = "medium", threads: int = 2):
         self.path = Path(path)
         self.info = info
-        self.codec = codec.lower()
-        if self.codec not in _ENCODERS:
-            raise ValueError(f"unknown codec {codec!r}; choose from {sorted(_ENCODERS)}")
-        self.codec = "h265" if self.codec == "hevc" else self.codec
-        self.bit_depth = _output_depth(self.codec, info, bit_depth)
+        self.spec = codec_named(codec)
+        self.codec = self.spec.name
+        self.bit_depth = self.spec.depth(info.bit_depth, bit_depth)
         self.pix_fmt = output_pix_fmt(self.codec, info, self.bit_depth)
         self.subsampling = chroma_layout(self.codec, info)
         self.full_range = info.full_range
@@ -888,7 +873,8 @@ class SegmentWriter:
 
     def _add_stream(self, quality: int | None, preset: str, threads: int):
         info = self.info
-        stream = self._container.add_stream(_ENCODERS[self.codec], rate=info.frame_rate)
+        spec = self.spec
+        stream = self._container.add_stream(spec.encoder, rate=info.frame_rate)
         cc = stream.codec_context
         stream.width, stream.height, stream.pix_fmt = info.width, info.height, self.pix_fmt
         stream.time_base = info.time_base
@@ -898,13 +884,15 @@ class SegmentWriter:
         cc.color_primaries, cc.color_trc = info.color_primaries, info.color_trc
         cc.colorspace = info.matrix
         cc.color_range = RANGE_FULL if self.full_range else RANGE_LIMITED
-        cc.options = _encoder_options(self.codec, quality, preset, threads)
-        if self.codec == "ffv1" and not _ffv1_slices_fit(info.width, info.height, self.pix_fmt, info.time_base):
-            cc.options = {k: v for k, v in cc.options.items() if k != "slices"}  # the encoder's own count
-        if self.codec in ("h264", "h265"):
+        options = spec.options(quality, preset, threads)
+        if "slices" in options and not _slices_fit(spec.encoder, info.width, info.height, self.pix_fmt,
+                                                   info.time_base, tuple(sorted(options.items()))):
+            options = {k: v for k, v in options.items() if k != "slices"}  # the encoder's own count
+        cc.options = options
+        if not spec.b_frames:
             cc.max_b_frames = 0
-        if self.codec == "h265" and self.path.suffix.lower() in (".mp4", ".mov", ".m4v"):
-            cc.codec_tag = "hvc1"  # the tag Apple players require for HEVC
+        if spec.iso_tag and self.path.suffix.lower() in (".mp4", ".mov", ".m4v"):
+            cc.codec_tag = spec.iso_tag
         if info.rotation:
             stream.set_display_rotation(info.rotation)
         return stream
@@ -977,7 +965,7 @@ class SegmentWriter:
 
 def segment_suffix(codec: str) -> str:
     """The file suffix for a segment of ``codec``: a container that keeps the time base exactly."""
-    return ".mov" if codec.lower() == "prores" else ".mp4"
+    return codec_named(codec).segment_suffix
 
 
 def check_container(path: str | Path, source: str | Path | None = None) -> None:
@@ -1024,28 +1012,18 @@ def _container_format(path: Path) -> str:
 
 
 @functools.lru_cache(maxsize=32)
-def _ffv1_slices_fit(width: int, height: int, pix_fmt: str, time_base: Fraction) -> bool:
-    """Whether FFV1 accepts our 4 slices at this size: it refuses some odd sizes (67x49 4:2:0,
-    "Unsupported number 4 of slices", ENOSYS), found by opening a throwaway encoder."""
-    cc = av.CodecContext.create("ffv1", "w")
+def _slices_fit(encoder: str, width: int, height: int, pix_fmt: str, time_base: Fraction,
+                options: tuple[tuple[str, str], ...]) -> bool:
+    """Whether the encoder accepts the slice count asked at this size: FFV1 refuses some odd sizes
+    (67x49 4:2:0, "Unsupported number 4 of slices", ENOSYS), found by opening a throwaway encoder."""
+    cc = av.CodecContext.create(encoder, "w")
     cc.width, cc.height, cc.pix_fmt, cc.time_base = width, height, pix_fmt, time_base
-    cc.options = _encoder_options("ffv1", None, "", 1)
+    cc.options = dict(options)
     try:
         cc.open()
     except av.error.FFmpegError:
         return False
     return True
-
-
-def _encoder_options(codec: str, quality: int | None, preset: str, threads: int) -> dict[str, str]:
-    if codec == "h264":
-        return {"crf": str(18 if quality is None else quality), "preset": preset}
-    if codec == "h265":
-        params = f"bframes=0:open-gop=0:frame-threads=1:pools={threads}:info=0:log-level=error"
-        return {"crf": str(20 if quality is None else quality), "preset": preset, "x265-params": params}
-    if codec == "ffv1":
-        return {"level": "3", "g": "1", "slices": "4", "slicecrc": "1", "coder": "1", "context": "1"}
-    return {"profile": str(3 if quality is None else quality), "vendor": "apl0"}
 
 
 def luma_to_unit(y: np.ndarray, info: VideoInfo) -> np.ndarray:

@@ -260,6 +260,25 @@ def test_area_average_handles_odd_edges():
     assert avg[0, 0] == np.mean([0, 1, 5, 6]) and avg[1, 2] == 14 and avg[0, 2] == np.mean([4, 9])
 
 
+def test_an_unknown_codec_is_refused_not_written_with_prores_options(tmp_path):
+    src = make_clip(tmp_path / "src.mp4", frames=2, size=(64, 48), audio_streams=0)
+    info = V.probe(src)
+    for call in (lambda: V.segment_suffix("vp9"), lambda: V.chroma_layout("vp9", info),
+                 lambda: V.SegmentWriter(tmp_path / "seg.mov", info, "vp9")):
+        with pytest.raises(InputError) as err:
+            call()
+        assert str(err.value) == "unknown codec 'vp9' — choose one of h264, h265, ffv1, prores"
+    assert list(tmp_path.iterdir()) == [src]
+
+
+def test_the_cli_offers_the_codec_tables_names():
+    from restorer.cli import colorize
+
+    choices = next(p.type.choices for p in colorize.params if p.name == "codec")
+    assert tuple(choices) == ("h264", "h265", "ffv1", "prores")
+    assert [V.segment_suffix(c) for c in choices] == [".mp4", ".mp4", ".mp4", ".mov"]
+
+
 def test_writer_deletes_partial_file_on_error(tmp_path):
     src = make_clip(tmp_path / "src.mp4", frames=4, size=(64, 48), audio_streams=0)
     info = V.probe(src)
