@@ -83,7 +83,9 @@ def engine_options(command):
         click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
                      help='What runs the model: torch, or ONNX Runtime (tiny only; pip install "restorer[onnx]"; '
                           "exported once into a cache, or --weights a folder from `restorer export onnx`)."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same colours."),
+        click.option("--seed", type=int, default=None,
+                     help="Same seed, same colours (default 0). The anchors preset without it gives each anchor "
+                          "its most likely colour; with it, colours drawn from the model's distributions."),
         click.option("--weights", type=click.Path(path_type=Path), default=None, envvar="RESTORER_WEIGHTS",
                      help="Folder with restorer's own weights [env RESTORER_WEIGHTS]."),
         click.option("--base", type=click.Path(path_type=Path), default=None, envvar="RESTORER_SD15",
@@ -138,6 +140,9 @@ def backend_options(command):
               help="Films: never more than this many frames of a shot without a keyframe.")
 @click.option("--chunk-frames", type=click.IntRange(8, 100000), default=240, show_default=True,
               help="Longest segment; a killed run loses at most this much work.")
+@click.option("--variants", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Photos: N pictures each (photo_v1 .. photo_vN, seeds SEED .. SEED+N-1) and a contact sheet "
+                   "photo_variants.png; -o names a folder or the first file's base name.")
 @click.option("--steps", type=click.IntRange(1, 1000), default=None, help="Diffusion steps.")
 @click.option("--guidance", type=float, default=None, help="Classifier-free guidance scale.")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=None, help="Share of steps per instance.")
@@ -147,7 +152,7 @@ def backend_options(command):
 @backend_options
 def colorize(inputs, output, shots, preset, device, dtype, threads, runtime, seed, overwrite, codec, bit_depth, report,
              strict, quiet, weights, base, tracker, sam2, box_refine, save_masks, temporal, keyframe_interval,
-             chunk_frames, steps, guidance, alpha, beta, fusion, backend, ray_address, ray_gpus_per_worker):
+             chunk_frames, variants, steps, guidance, alpha, beta, fusion, backend, ray_address, ray_gpus_per_worker):
     """Colorize INPUTS (a film, images, or folders of images) into OUTPUT."""
     from restorer.console import setup_logging
     from restorer.pipelines.run import colorize_run
@@ -159,7 +164,7 @@ def colorize(inputs, output, shots, preset, device, dtype, threads, runtime, see
     overrides = {k: v for k, v in dict(steps=steps, guidance=guidance, alpha=alpha, beta=beta,
                                        fusion=fusion).items() if v is not None}
     opts = ColorizeOptions(preset=preset or "", device=device, dtype=dtype, threads=threads, runtime=runtime,
-                           seed=seed,
+                           seed=0 if seed is None else seed, sample=seed is not None, variants=variants,
                            overwrite=overwrite, codec=codec,
                            bit_depth=int(bit_depth) if bit_depth else None, strict=strict, quiet=quiet,
                            shots=shots, report=report, weights=weights, base=base, tracker=tracker, sam2=sam2,
@@ -194,7 +199,8 @@ def watch(folder, output, preset, device, dtype, threads, runtime, seed, weights
     from restorer.presets import DEFAULT_PRESET, load_preset
 
     opts = ColorizeOptions(preset=preset or DEFAULT_PRESET, device=device, dtype=dtype, threads=threads,
-                           runtime=runtime, seed=seed, weights=weights, base=base, overwrite=overwrite,
+                           runtime=runtime, seed=0 if seed is None else seed, sample=seed is not None,
+                           weights=weights, base=base, overwrite=overwrite,
                            backend=backend, ray_address=ray_address, ray_gpus_per_worker=ray_gpus_per_worker)
     runner = make_backend(opts)  # `--backend ray` without Ray: refused before any model loads
     chosen = load_preset(opts.preset)

@@ -78,21 +78,22 @@ def dataset_build(images: tuple[Path, ...], out: Path, val_fraction: float, test
               help="Dataset folder from 'restorer dataset build'.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run folder (stageN/ checkpoints, final/, log.csv, loss.png; cache/).")
-@click.option("--stage", required=True, type=click.Choice(["0", "1", "2", "prior"]),
-              help="0: tiny's base; 1: instance module; 2: ControlNet + PMAM; prior: tiny's automatic colour prior.")
+@click.option("--stage", default=None, type=click.Choice(["0", "1", "2", "prior"]),
+              help="tiny: 0 base, 1 instance module, 2 ControlNet + PMAM, prior the automatic colour prior "
+                   "(required). anchors: one stage, none to give.")
 @click.option("--steps", required=True, type=click.IntRange(1), help="Optimizer steps of this stage.")
 @click.option("--resume", is_flag=True, help="Continue from the stage's latest checkpoint, exactly.")
 @click.option("--init", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Start from these weights instead of out/stage{N-1}/final.")
 @click.option("--batch", default=None, type=click.IntRange(1), help="Batch size [8; prior: 16].")
-@click.option("--lr", default=1e-3, show_default=True, type=float, help="AdamW learning rate.")
+@click.option("--lr", default=None, type=float, help="AdamW learning rate [1e-3; anchors: 5e-4].")
 @click.option("--warmup", default=None, type=click.IntRange(1), help="Warm-up steps [100; prior: 20].")
 @click.option("--views", default=None, type=click.IntRange(1),
               help="Augmented views per photo in the frozen-feature cache [6; prior: 10].")
 @click.option("--checkpoint-every", default=250, show_default=True, type=click.IntRange(1),
               help="Steps between checkpoints (a killed run resumes from the last one).")
 @click.option("--rebalance", default=0.5, show_default=True, type=click.FloatRange(0.0, 1.0),
-              help="Prior only: class rebalancing lambda (Zhang et al.; 1 = none).")
+              help="Prior and anchors: class rebalancing lambda (Zhang et al.; 1 = none).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same training run.")
 @click.option("--backbone", default="efficientnet-lite0", show_default=True,
               type=click.Choice(["efficientnet-lite0", "efficientnet-lite2"]),
@@ -107,24 +108,40 @@ def dataset_build(images: tuple[Path, ...], out: Path, val_fraction: float, test
               help="Prior only: exposure and contrast jitter of the gray input (+-share; colours are untouched).")
 @click.option("--threads", default=1, show_default=True, type=int, help="torch CPU threads.")
 @click.option("--export", "export", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Afterwards, copy the stage's final weights here in float16 (what the package ships).")
+              help="Afterwards, copy the final weights here (tiny: in float16), as the package ships them.")
 def train(preset: str, data: Path, out: Path, stage: str, steps: int, resume: bool, init: Path | None,
           batch: int | None, lr: float, warmup: int | None, views: int | None, checkpoint_every: int,
           rebalance: float, seed: int, backbone: str, context: int, global_context: bool, dropout: float,
           jitter: float,
           threads: int, export: Path | None) -> None:
-    """Train one stage of an MT-Color preset on a dataset."""
-    from restorer.pipelines.train import TrainConfig, export_weights
-    from restorer.pipelines.train import train as run
+    """Train a preset's model on a dataset: one stage of MT-Color (tiny), or the anchors (DISCO) network."""
+    from restorer.errors import InputError
+    from restorer.presets import load_preset
 
     _threads(threads)
-    from restorer.pipelines.train import _preset_options
+    if load_preset(preset).engine == "anchors":
+        if stage is not None:
+            raise InputError(f"--stage {stage} is for the tiny preset; the anchors network trains in one stage",
+                             hint="leave --stage out with --preset anchors")
+        from restorer.pipelines.train_anchors import AnchorsConfig, export_anchors, train_anchors
+
+        cfg = AnchorsConfig(steps=steps, batch=batch or 8, lr=lr or 5e-4, warmup=warmup or 50,
+                            seed=seed, checkpoint_every=checkpoint_every, rebalance=rebalance)
+        summary = train_anchors(data, out, steps=steps, resume=resume, config=cfg, views=views or 8, progress=True)
+        if export is not None:
+            summary["exported"] = str(export_anchors(Path(summary["final"]), export))
+        click.echo(json.dumps(summary))
+        return
+    if stage is None:
+        raise InputError("--stage is required for the tiny preset", hint="give --stage 0, 1, 2 or prior")
+    from restorer.pipelines.train import TrainConfig, _preset_options, export_weights
+    from restorer.pipelines.train import train as run
 
     _preset_options(preset)  # refuse a preset this trainer cannot train, before any cache is built
     if stage == "prior":
         from restorer.pipelines.train_prior import PriorConfig, export_prior, train_prior
 
-        cfg = PriorConfig(steps=steps, batch=batch or 16, lr=lr, warmup=warmup or 20, seed=seed,
+        cfg = PriorConfig(steps=steps, batch=batch or 16, lr=lr or 1e-3, warmup=warmup or 20, seed=seed,
                           checkpoint_every=checkpoint_every, rebalance=rebalance, backbone=backbone, context=context,
                           global_context=global_context, dropout=dropout, jitter=jitter)
         summary = train_prior(data, out, steps=steps, resume=resume, config=cfg, views=views or 10, progress=True)
@@ -132,7 +149,8 @@ def train(preset: str, data: Path, out: Path, stage: str, steps: int, resume: bo
             summary["exported"] = str(export_prior(Path(summary["final"]), export))
         click.echo(json.dumps(summary))
         return
-    cfg = TrainConfig(stage=int(stage), steps=steps, batch=batch or 8, lr=lr, warmup=warmup or 100, seed=seed,
+    cfg = TrainConfig(stage=int(stage), steps=steps, batch=batch or 8, lr=lr or 1e-3, warmup=warmup or 100,
+                      seed=seed,
                       checkpoint_every=checkpoint_every)
     summary = run(preset, data, out, stage=int(stage), steps=steps, resume=resume, init=init, config=cfg,
                   views=views or 6, progress=True)

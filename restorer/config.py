@@ -123,6 +123,16 @@ class Instance(_Strict):
     prompts: list[RegionPrompt] = Field(min_length=1, description="One or more regions, each on a frame of the shot.")
 
 
+class Anchor(_Strict):
+    """A colour anchor set by hand (the anchors preset): the colour of the picture around a point."""
+
+    point: Point = Field(description="[x, y] in pixels on the frame.")
+    color: Annotated[str, StringConstraints(min_length=1)] = Field(
+        description='A colour name (`restorer colors`) or "#2f4f2f".')
+    frame: FrameIndex | None = Field(None, description="Films: the frame the point is set on; default: the "
+                                                       "shot's first. The point is tracked through the shot.")
+
+
 class Shot(_Strict):
     """A run of frames with its own prompt and instances."""
 
@@ -135,6 +145,10 @@ class Shot(_Strict):
     keyframes: list[FrameIndex] = Field(default_factory=list,
                                         description="Frames of this shot the engine must colour itself "
                                                     "(film frame numbers); the rest are carried from keyframes.")
+    anchors: list[Anchor] = Field(default_factory=list,
+                                  description="The anchors preset: colours set by hand at points; each replaces "
+                                              "the colour of the anchor there, and spreads by the picture's affinity. "
+                                              "Inside an instance's mask the instance's text wins.")
 
     @field_validator("frames")
     @classmethod
@@ -532,6 +546,17 @@ class ResolvedInstance:
     prompts: list[ResolvedPrompt]
 
 
+@dataclass(frozen=True)
+class ResolvedAnchor:
+    """A user's anchor checked against its film: (x, y) pixels on ``frame``, its colour's CIE a*b*."""
+
+    x: float
+    y: float
+    ab: tuple[float, float]
+    frame: int
+    color: str
+
+
 @dataclass
 class ResolvedShot:
     """A shot checked against its film. ``start``/``end`` are inclusive frame indices.
@@ -546,6 +571,7 @@ class ResolvedShot:
     instances: list[ResolvedInstance] = field(default_factory=list)
     detected: bool = False
     keyframes: tuple[int, ...] = ()  # the user's keyframes (film frame numbers inside the shot)
+    anchors: tuple[ResolvedAnchor, ...] = ()  # the user's colour anchors (the anchors preset)
 
     @property
     def frame_count(self) -> int:
@@ -615,7 +641,7 @@ def resolve_shots(
         ResolvedShot(-1, start, end, shot.prompt if shot.prompt is not None else default_prompt,
                      [_resolve_instance(inst, (i, j), start, end, film, segmenter_available)
                       for j, inst in enumerate(shot.instances)],
-                     keyframes=_keyframes(shot, i, start, end, film))
+                     keyframes=_keyframes(shot, i, start, end, film), anchors=_anchors(shot, i, start, end, film))
         for i, shot, start, end in placed
     ]
     resolved += _fill_gaps([(s.start, s.end) for s in resolved], frame_count, detected_cuts, default_prompt)
@@ -641,6 +667,29 @@ def _keyframes(shot: Shot, i: int, start: int, end: int, film: _Film) -> tuple[i
             raise film.error(f"keyframe {frame} is outside the shot (frames {start} to {end})",
                              ("shots", i, "keyframes", k), hint=f"give keyframes between {start} and {end}")
     return tuple(sorted(set(shot.keyframes)))
+
+
+def _anchors(shot: Shot, i: int, start: int, end: int, film: _Film) -> tuple[ResolvedAnchor, ...]:
+    from restorer.errors import InputError
+    from restorer.models.colornames import parse_color
+
+    out = []
+    for k, anchor in enumerate(shot.anchors):
+        frame = start if anchor.frame is None else anchor.frame
+        if not start <= frame <= end:
+            raise film.error(f"anchor {k + 1} is on frame {frame}, outside the shot (frames {start} to {end})",
+                             ("shots", i, "anchors", k, "frame"), hint=f"give a frame between {start} and {end}")
+        x, y = anchor.point
+        if not (0 <= x < film.width and 0 <= y < film.height):
+            raise film.error(f"anchor {k + 1} point [{x:g}, {y:g}] is outside the {film.width}x{film.height} picture",
+                             ("shots", i, "anchors", k, "point"), hint="give [x, y] in pixels inside the picture")
+        try:
+            lab = parse_color(anchor.color).lab
+        except InputError as err:
+            raise film.error(f"anchor {k + 1}: {err.problem}", ("shots", i, "anchors", k, "color"),
+                             hint=err.hint) from None
+        out.append(ResolvedAnchor(float(x), float(y), (float(lab[1]), float(lab[2])), frame, anchor.color))
+    return tuple(out)
 
 
 def _shot_range(shot: Shot, i: int, count: int, film: _Film) -> tuple[int, int]:

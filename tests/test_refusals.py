@@ -121,7 +121,7 @@ def test_the_cli_refuses_missing_weights_in_one_line(tmp_path, restorer, one_err
 
 
 def test_a_preset_naming_an_engine_that_does_not_exist_is_one_line(tmp_path, restorer, one_error) -> None:
-    """The schema's engine names are the registry's: `anchors` has no engine yet, so it is refused by name."""
+    """The schema's engine names are the registry's: an engine no module implements is refused by name."""
     from PIL import Image
 
     from restorer.presets import ENGINES, Preset
@@ -130,9 +130,9 @@ def test_a_preset_naming_an_engine_that_does_not_exist_is_one_line(tmp_path, res
     photo = tmp_path / "old.png"
     Image.new("L", (32, 24), 90).save(photo)
     preset = tmp_path / "mine.yaml"
-    preset.write_text("name: mine\nengine: anchors\ndescription: the DISCO engine\n")
+    preset.write_text("name: mine\nengine: deoldify\ndescription: a GAN colorizer\n")
     proc = restorer("colorize", photo, "-o", tmp_path / "out.png", "--preset", preset)
     assert proc.returncode == 2, proc.stderr
     line = one_error(proc)
-    assert str(preset) in line and "'stencil' or 'mtcolor'" in line
+    assert str(preset) in line and "'stencil', 'mtcolor' or 'anchors'" in line
     assert not (tmp_path / "out.png").exists()

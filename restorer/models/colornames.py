@@ -67,6 +67,7 @@ _STOPWORDS = {"a", "an", "the", "is", "are", "in", "on", "of", "with", "and", "h
 _ALIASES = {"vermilion": "vermillion", "fuschia": "fuchsia"}
 
 _WORD = re.compile(r"[A-Za-z']+")
+_HEX = re.compile(r"#([0-9a-fA-F]{6})")
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,8 @@ def _suggestions(text: str, limit: int = 6) -> list[str]:
 
 
 def parse_color(text: str) -> ColorMatch:
-    """Find the colour phrase of a text ("a dark green coat" -> "dark green").
+    """Find the colour phrase of a text ("a dark green coat" -> "dark green"), or read a whole text that is an
+    sRGB hex code ("#2f4f2f").
 
     The longest phrase wins (modifiers count); among equally long ones a basic colour term
     ("red", "blue") beats a noun that is also a colour name ("sky", "rust"), then the earlier one,
@@ -178,6 +180,15 @@ def parse_color(text: str) -> ColorMatch:
     Raises:
         InputError: no colour name in the text; the message suggests the nearest names.
     """
+    hexcode = _HEX.fullmatch(text.strip())
+    if hexcode:  # "#2f4f2f": an sRGB colour given exactly
+        import numpy as np
+
+        from restorer.io.color import srgb_to_lab
+
+        rgb = [int(hexcode.group(1)[i:i + 2], 16) / 255 for i in (0, 2, 4)]
+        lab = tuple(round(float(v), 2) for v in srgb_to_lab(np.asarray([rgb], np.float64))[0])
+        return ColorMatch(text.strip().lower(), lab, (0, len(text)))
     found = _candidates(_tokens(text))
     if not found:
         raise InputError(f'no colour name in "{text}"',

@@ -50,6 +50,10 @@ class ShotContext:
     shot_end: int = 0  # inclusive
     size: tuple[int, int] = (0, 0)  # full-resolution (height, width)
     source: str = ""  # file name, for messages only
+    sample: bool = False  # the user chose a seed (--seed, --variants): engines that have a most likely
+    # answer (anchors) give it without one, and sample from their distribution with the seed
+    anchors: tuple = ()  # the shot's user anchors on its first frame (restorer.models.anchors.engine.AnchorEdit);
+    # films give each frame its tracked ones in FrameInput.extra["anchors"]
 
 
 @dataclass

@@ -18,6 +18,8 @@ class ColorizeOptions:
     threads: int | None = None
     runtime: str = "torch"  # torch, or onnx (tiny on ONNX Runtime)
     seed: int = 0
+    sample: bool = False  # the user chose the seed: engines with a most likely answer (anchors) sample instead
+    variants: int = 1  # photos: N pictures, seeds seed .. seed + N - 1, and a contact sheet
     overwrite: bool = False
     codec: str = "h264"
     bit_depth: int | None = None
@@ -63,7 +65,8 @@ class ColorizeOptions:
         from restorer import __version__
 
         self.resolved_preset()
-        keep = ("preset", "seed", "dtype", "runtime", "codec", "bit_depth", "weights", "base", "tracker", "sam2",
+        keep = ("preset", "seed", "sample", "variants", "dtype", "runtime", "codec", "bit_depth", "weights", "base",
+                "tracker", "sam2",
                 "box_refine", "chunk_frames", "temporal", "keyframe_interval", "overrides", "preset_config")
         d = asdict(self)
         return {"version": __version__, **{k: (str(d[k]) if isinstance(d[k], Path) else d[k]) for k in keep},

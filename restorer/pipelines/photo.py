@@ -39,10 +39,21 @@ class PhotoTask:
     source: Path
     output: Path
     name: Path | None = None  # its path under the output folder, without suffix (for --save-masks)
+    variant: int | None = None  # --variants: which one (1..N), its seed the run's seed + variant - 1
 
     @property
     def stem_path(self) -> Path:
         return self.name if self.name is not None else Path(self.output.stem)
+
+
+def variant_path(output: Path, k: int) -> Path:
+    """``out/photo.jpg`` -> ``out/photo_v{k}.jpg``."""
+    return output.with_name(f"{output.stem}_v{k}{output.suffix}")
+
+
+def variants_sheet_path(output: Path) -> Path:
+    """Where the contact sheet of a photo's variants goes: ``out/photo_variants.png``."""
+    return output.with_name(f"{output.stem}_variants.png")
 
 
 @dataclass
@@ -70,8 +81,17 @@ def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def plan_photos(inputs: list[Path], output: Path) -> list[PhotoTask]:
-    """Map inputs to outputs: a single file to a file (or into a folder), folders keep relative paths."""
+def plan_photos(inputs: list[Path], output: Path, variants: int = 1) -> list[PhotoTask]:
+    """Map inputs to outputs: a single file to a file (or into a folder), folders keep relative paths.
+    With ``variants`` N > 1 every photo gives N tasks, ``photo_v1.jpg`` .. ``photo_vN.jpg``."""
+    tasks = _plan(inputs, output)
+    if variants <= 1:
+        return tasks
+    return [PhotoTask(t.source, variant_path(t.output, k), None if t.name is None else t.name.with_name(
+        f"{t.name.name}_v{k}"), variant=k) for t in tasks for k in range(1, variants + 1)]
+
+
+def _plan(inputs: list[Path], output: Path) -> list[PhotoTask]:
     from restorer.io.images import output_suffix
 
     single_file = len(inputs) == 1 and inputs[0].is_file() and is_image(output)
@@ -104,7 +124,7 @@ def preflight(inputs: list[Path], output: Path, opts: ColorizeOptions) -> list[P
 
     for src in inputs:
         require_file(src)
-    tasks = plan_photos(inputs, output)
+    tasks = plan_photos(inputs, output, opts.variants)
     single = len(tasks) == 1 and tasks[0].output == output
     check_output(output, inputs, overwrite=opts.overwrite, is_dir=not single)
     check_task_outputs(tasks)
@@ -187,7 +207,7 @@ class PhotoColorizationPipeline:
     def __call__(self, inputs: list[Path], output: Path, bar=None) -> PhotoResult:
         for src in inputs:
             require_file(src)
-        tasks = plan_photos(inputs, output)
+        tasks = plan_photos(inputs, output, self.opts.variants)
         single = len(tasks) == 1 and tasks[0].output == output
         check_output(output, inputs, overwrite=self.opts.overwrite, is_dir=not single)
         check_task_outputs(tasks)
@@ -233,6 +253,9 @@ class PhotoColorizationPipeline:
                 if bar is not None:
                     bar.update(task_id, advance=1, description=f"{task.source.name}")
             result.outputs = [t.output for n, t in enumerate(tasks) if n in written]
+            if self.opts.variants > 1:
+                result.outputs += write_variant_sheets([t for n, t in enumerate(tasks) if n in written],
+                                                       self.opts.seed)
             result.seconds = clock.seconds
             if failed:
                 first = min(failed, key=lambda f: f[0])[1]
@@ -262,9 +285,11 @@ class PhotoColorizationPipeline:
             warnings.append(msg)
         shot = self._shot(task.source, photo.luma.shape)
         masks = self._masks(shot, photo.luma)
-        ctx = ShotContext(seed=shot_seed(self.opts.seed, 0), prompt=shot.prompt,
+        seed = self.opts.seed + (task.variant - 1 if task.variant else 0)
+        ctx = ShotContext(seed=shot_seed(seed, 0), prompt=shot.prompt,
                           instances=tuple(InstanceText(i.name, i.text) for i in shot.instances),
-                          shot_start=0, shot_end=0, size=photo.luma.shape, source=str(task.source))
+                          shot_start=0, shot_end=0, size=photo.luma.shape, source=str(task.source),
+                          sample=self.opts.sample or task.variant is not None, anchors=anchor_edits(shot))
         frame = FrameInput(index=0, luma=photo.luma, masks=masks)
         (ab,) = list(self.engine.shot(ctx, [frame]))
         ab = full_chroma(check_chroma(ab, self.engine.name), photo.luma, masks)
@@ -316,3 +341,63 @@ class PhotoColorizationPipeline:
         (shot,) = resolve_shots(shots_file, frame_count=1, size=(size[1], size[0]), frame_rate=None,
                                 detected_cuts=[], segmenter_available=False)
         return shot
+
+
+def anchor_edits(shot) -> tuple:
+    """A resolved shot's user anchors as the engines take them (:class:`restorer.models.anchors.engine.AnchorEdit`)."""
+    if not getattr(shot, "anchors", ()):
+        return ()
+    from restorer.models.anchors.engine import AnchorEdit
+
+    return tuple(AnchorEdit(a.x, a.y, a.ab) for a in shot.anchors)
+
+
+def write_variant_sheets(tasks: list[PhotoTask], seed: int) -> list[Path]:
+    """For every photo whose variants were all written: ``photo_variants.png``, the gray photo and each variant
+    side by side, labelled with its seed (the seed that gives it again: ``--seed S``)."""
+    from restorer.io.images import read_image
+
+    by_source: dict[Path, list[PhotoTask]] = {}
+    for t in tasks:
+        by_source.setdefault(t.source, []).append(t)
+    written = []
+    for source, group in by_source.items():
+        group.sort(key=lambda t: t.variant or 0)
+        gray = read_image(source).luma
+        tiles = [(np.repeat(gray[..., None], 3, axis=2), "gray")]
+        tiles += [(_as_float_rgb(t.output), f"seed {seed + (t.variant or 1) - 1}") for t in group]
+        base = group[0].output.with_name(group[0].output.name.replace("_v1", "", 1))
+        written.append(_draw_sheet(tiles, variants_sheet_path(base)))
+    return written
+
+
+def _as_float_rgb(path: Path) -> np.ndarray:
+    """A written output as float RGB in [0, 1] (8 or 16 bits)."""
+    import cv2
+
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    if bgr is None:
+        raise OutputError("cannot read back a written variant", path=path, hint="check the output folder")
+    return bgr[..., ::-1].astype(np.float32) / np.float32(np.iinfo(bgr.dtype).max)
+
+
+def _draw_sheet(tiles: list[tuple[np.ndarray, str]], path: Path, height: int = 220) -> Path:
+    from PIL import Image, ImageDraw
+
+    row = []
+    for rgb, label in tiles:
+        h, w = rgb.shape[:2]
+        img = Image.fromarray((np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)).resize(
+            (max(1, round(w * height / h)), height), Image.LANCZOS)
+        canvas = Image.new("RGB", (img.width, height + 22), "white")
+        canvas.paste(img, (0, 0))
+        ImageDraw.Draw(canvas).text((4, height + 5), label, fill="black")
+        row.append(canvas)
+    sheet = Image.new("RGB", (sum(c.width for c in row) + 4 * (len(row) - 1), height + 22), "white")
+    x = 0
+    for c in row:
+        sheet.paste(c, (x, 0))
+        x += c.width + 4
+    with open_atomic(path, sync=False) as f:
+        sheet.save(f, format="PNG")
+    return path

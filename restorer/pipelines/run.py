@@ -58,6 +58,9 @@ def preflight(kind: str, inputs: list[Path], output: Path, opts: ColorizeOptions
     from restorer.jobs import check_output, require_file
 
     film = inputs[0]
+    if opts.variants > 1:
+        raise InputError(f"--variants {opts.variants} is for photos, not films", path=film,
+                         hint="colour the film once per --seed instead, or leave --variants out")
     check_output(output, [film], overwrite=opts.overwrite)
     probe(film)
     check_container(output, film)

@@ -182,7 +182,8 @@ class VideoColorizationPipeline:
     def _context(self, shot, film: Path, size) -> ShotContext:
         return ShotContext(seed=shot_seed(self.opts.seed, shot.start), prompt=shot.prompt,
                            instances=tuple(InstanceText(i.name, i.text) for i in shot.instances),
-                           shot_start=shot.start, shot_end=shot.end, size=size, source=str(film))
+                           shot_start=shot.start, shot_end=shot.end, size=size, source=str(film),
+                           sample=self.opts.sample)
 
     def _run_segments(self, film, info, job, segments, result, bar) -> list[Path]:
         task = bar.add_task("", total=info.frame_count) if bar is not None else None
@@ -275,7 +276,8 @@ class VideoColorizationPipeline:
         def frames() -> Iterator[FrameInput]:
             for decoded in reader:
                 y = luma_to_unit(decoded.luma, info)
-                frame = FrameInput(index=decoded.index, luma=y, masks=masks.get(decoded.index))
+                frame = FrameInput(index=decoded.index, luma=y, masks=masks.get(decoded.index),
+                                   extra=frame_extra(masks, decoded.index))
                 pending.append((decoded, frame))
                 yield frame
 
@@ -303,7 +305,8 @@ class VideoColorizationPipeline:
         ctx = self._context(shot, film, (info.height, info.width))
 
         def colour(item: Item) -> np.ndarray:
-            frame = FrameInput(index=item.index, luma=item.luma, masks=item.masks)
+            frame = FrameInput(index=item.index, luma=item.luma, masks=item.masks,
+                               extra=frame_extra(masks, item.index))
             return check_chroma(next(iter(self.engine.shot(ctx, [frame]))), self.engine.name)
 
         def items(source) -> Iterator[Item]:
@@ -370,3 +373,9 @@ def _strict_error(film: Path, damaged: list[dict[str, Any]]) -> DamagedInputErro
 
 def is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def frame_extra(masks, index: int) -> dict:
+    """What a frame carries beside its masks: the user anchors tracked to it (anchors preset), if any."""
+    at = getattr(masks, "anchors_at", None)
+    return {} if at is None else {"anchors": at(index)}

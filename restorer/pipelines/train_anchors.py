@@ -1,0 +1,347 @@
+"""``restorer train --preset anchors``: the DISCO engine's network (:mod:`restorer.models.anchors.model`).
+
+One run trains every part, each by its own loss (the paper's Sec. 4.4, adapted as the model docstring says):
+
+* superpixels: Yang et al.'s self-reconstruction of the true a*b* (/110) and of the pixels' positions
+  (``compactness``), weight ``w_spix``, during the first ``spix_steps`` steps; then SPixNet is frozen (DISCO
+  pre-trains and freezes it; the other losses never reach it, so this is the same in one loop);
+* colour modeler: cross-entropy of every primitive's bins against its soft-encoded pooled true colour,
+  with class rebalancing (``rebalance``, Zhang et al.'s lambda; DISCO: 0.5);
+* colour generator: anchors located by k-means on the primitives' true colours (between ``anchors_min``
+  and ``anchors_max`` clusters, plus up to ``extra_anchors`` random primitives, so the generator knows
+  anchors where a user puts them), given their true colours (teacher forcing); L1 of every primitive's
+  spread colour against its pooled truth (/110), weight ``w_gen``;
+* refinement: L1 of the pixels' a*b* against the truth (/110), weight ``w_ref``.
+
+Data: ``views`` augmented 256x256 views per training photo (the crops, flips and scale jitter of
+:func:`restorer.pipelines.train.augmented_views`), stored once as 8-bit gray and a*b* rounded to integers at
+the model's pixel level (128x128), and the frozen EfficientNet-Lite0 pyramid of the 256x256 view
+(``out/anchors_cache/KEY``, keyed by the dataset's records and
+the settings). A share of the training photos (by a hash of the name) is held out inside the training
+split for early stopping; the dataset's development split is never read.
+
+Exact resume: every random draw of step ``s`` (batch, flip, anchor counts, extra anchors, dropout) comes
+from generators seeded by (seed, s); checkpoints hold the weights, AdamW's moments and the best so far.
+
+Writes ``out/anchors/``: ``checkpoint-NNNNNN/``, ``best/``, ``final/`` (= best), ``log.csv`` and ``loss.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from restorer.errors import InputError
+
+log = logging.getLogger(__name__)
+
+NAMES = ("s8", "s16", "s32", "head")
+
+
+@dataclass(frozen=True)
+class AnchorsConfig:
+    steps: int
+    batch: int = 8
+    lr: float = 5e-4
+    warmup: int = 50
+    weight_decay: float = 0.01
+    rebalance: float = 0.5
+    holdout: float = 0.15
+    eval_every: int = 250
+    checkpoint_every: int = 250
+    seed: int = 0
+    compactness: float = 0.01
+    spix_steps: int = 400  # SPixNet trains this many steps, then is frozen
+    anchors_min: int = 4
+    anchors_max: int = 12
+    extra_anchors: int = 2
+    w_spix: float = 10.0
+    w_gen: float = 10.0
+    w_ref: float = 10.0
+    model: tuple = ()  # DiscoModel keyword overrides, as (key, value) pairs (tests build tiny models)
+
+
+def cache_key(records: list[dict], *, views: int, seed: int) -> str:
+    blob = json.dumps({"records": records, "views": views, "seed": seed, "what": "anchors-v1"}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def prepare_cache(data: Path, cache: Path, *, views: int = 8, seed: int = 0, features: Any = None,
+                  progress: Callable[[int, int], None] | None = None) -> dict:
+    """Gray (uint8), a*b* (int8) and the EfficientNet pyramid (float16) of ``views`` views per training photo,
+    computed once in ``cache/KEY``. ``features`` (tests) replaces EfficientNet: anything with ``pyramid``."""
+    from safetensors.torch import load_file, save_file
+
+    from restorer.fs import atomic_path
+    from restorer.models.mtcolor.features import EfficientNetFeatures
+    from restorer.models.mtcolor.spaces import resize, rgb_to_ab
+    from restorer.pipelines.dataset import load_record, read_dataset
+    from restorer.pipelines.train import VIEW, augmented_views
+
+    records = read_dataset(data, "train")
+    if not records:
+        raise InputError("the dataset has no training photos", path=data)
+    folder = Path(cache) / cache_key(records, views=views, seed=seed)
+    if (folder / "anchors.safetensors").exists():
+        return {**load_file(folder / "anchors.safetensors"), "meta": json.loads((folder / "anchors.json").read_text())}
+    net = features or EfficientNetFeatures(input_size=VIEW)
+    rng = np.random.default_rng(seed)
+    out: dict[str, list] = {"gray": [], "ab": [], "record": []}
+    for i, rec in enumerate(records):
+        rgb, labels = load_record(data, rec)
+        for crop, luma, _ in augmented_views(rgb, labels, rng, views):
+            half = (luma.shape[-2] // 2, luma.shape[-1] // 2)  # the model's pixel level
+            out["gray"].append((resize(luma, half)[0] * 255).round().clamp(0, 255).to(torch.uint8))
+            out["ab"].append(resize(rgb_to_ab(crop), half)[0].round().clamp(-127, 127).to(torch.int8))
+            out["record"].append(torch.tensor(i))
+            for name, t in net.pyramid(luma).items():
+                out.setdefault(name, []).append(t[0].half())
+        if progress:
+            progress(i + 1, len(records))
+    tensors = {k: torch.stack(v).contiguous() for k, v in out.items()}
+    meta = {"records": [r["name"] for r in records], "views": views, "seed": seed}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "anchors.json").write_text(json.dumps(meta, indent=1) + "\n")
+    with atomic_path(folder / "anchors.safetensors") as tmp:
+        save_file(tensors, tmp)
+    return {**tensors, "meta": meta}
+
+
+def batch_of(cached: dict, idx: torch.Tensor, flip: bool = False) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    gray = cached["gray"][idx].float() / 127.5 - 1
+    ab = cached["ab"][idx].float()
+    feats = {n: cached[n][idx].float() for n in NAMES if n in cached}
+    if flip:
+        gray, ab, feats = gray.flip(-1), ab.flip(-1), {k: v.flip(-1) for k, v in feats.items()}
+    return gray, feats, ab
+
+
+def true_anchors(token_ab: torch.Tensor, counts: list[int], extra: list[list[int]]) -> torch.Tensor:
+    """(B, N, 2) true primitive colours -> (B, N) bool: one anchor per k-means cluster of each picture's colours
+    (``counts[b]`` clusters), plus the ``extra[b]`` primitives."""
+    from restorer.models.anchors.locator import locate
+    from restorer.models.anchors.model import AB_NORM
+
+    mask = torch.zeros(token_ab.shape[:2], dtype=torch.bool)
+    for b in range(token_ab.shape[0]):
+        mask[b, locate(token_ab[b].float() / AB_NORM, counts[b])] = True
+        mask[b, extra[b]] = True
+    return mask
+
+
+def losses(model, gray, feats, ab, anchors_of: Callable[[torch.Tensor], torch.Tensor], cfg: AnchorsConfig,
+           weights: torch.Tensor | None, spix: bool = True) -> dict[str, torch.Tensor]:
+    """Every loss of one batch (see the module docstring) and their weighted ``total``; ``spix`` False: the
+    superpixels are frozen (computed without gradient, their loss reported but not in the total)."""
+    from restorer.models.anchors.model import AB_NORM
+    from restorer.models.anchors.superpixels import sp_pool, superpixel_loss
+    from restorer.models.mtcolor.prior import soft_encode
+
+    cell = model.pixel_cell
+    with torch.set_grad_enabled(spix and torch.is_grad_enabled()):
+        assoc = model.associate(gray)
+        spix_loss = superpixel_loss(assoc, ab / AB_NORM, cell, cfg.compactness)
+    tokens = model.tokens(gray, feats, assoc)
+    pooled = sp_pool(assoc.detach(), ab, cell)  # (B, 2, gy, gx)
+    true = pooled.flatten(2).transpose(1, 2)  # (B, N, 2)
+    logits, _ = model.model_colours(tokens)
+    target = soft_encode(pooled, model.centers)  # (B, Q, gy, gx)
+    logp = F.log_softmax(logits.float(), dim=-1).transpose(1, 2).reshape(target.shape)
+    ce = -(target * logp).sum(1)
+    if weights is not None:
+        ce = ce * weights.to(ce)[target.argmax(1)]
+    mask = anchors_of(true.detach())
+    spread = model.spread(model.affinity(tokens, mask), true.detach())
+    gen = (spread - true).abs().mean() / AB_NORM
+    pixels = model.refine(gray, feats, assoc, spread)
+    ref = (pixels - ab).abs().mean() / AB_NORM
+    total = ce.mean() + cfg.w_gen * gen + cfg.w_ref * ref + (cfg.w_spix * spix_loss if spix else 0)
+    return {"total": total, "spix": spix_loss, "ce": ce.mean(), "gen": gen, "ref": ref}
+
+
+def _anchor_draws(g: torch.Generator, b: int, n: int, cfg: AnchorsConfig) -> tuple[list[int], list[list[int]]]:
+    counts = torch.randint(cfg.anchors_min, cfg.anchors_max + 1, (b,), generator=g).tolist()
+    extra = [torch.randint(0, n, (int(torch.randint(0, cfg.extra_anchors + 1, (), generator=g)),),
+                           generator=g).tolist() for _ in range(b)]
+    return counts, extra
+
+
+def build_model(cached: dict, fit_idx: torch.Tensor, cfg: AnchorsConfig):
+    from restorer.models.anchors.model import DiscoModel
+    from restorer.models.mtcolor.prior import bins_for
+
+    small = F.avg_pool2d(cached["ab"][fit_idx].float(), 4)
+    torch.manual_seed(cfg.seed)
+    return DiscoModel(bins=bins_for(small), **dict(cfg.model))
+
+
+def train_anchors(data: Path, out: Path, *, steps: int, resume: bool = False, config: AnchorsConfig | None = None,
+                  views: int = 8, features: Any = None, progress: bool = False) -> dict[str, Any]:
+    """Train the anchors network; returns a summary (steps, seconds, best step, held-out loss, paths)."""
+    from restorer.models.mtcolor.prior import rebalancing
+    from restorer.pipelines.train import cache_progress, draw_loss_plot
+    from restorer.pipelines.train_prior import held_out
+
+    cfg = AnchorsConfig(**{**asdict(config or AnchorsConfig(steps=steps)), "steps": steps})
+    out = Path(out)
+    stage_dir = out / "anchors"
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    with cache_progress(progress, "anchors feature cache, photos") as tick:
+        cached = prepare_cache(data, out / "anchors_cache", views=views, seed=cfg.seed, features=features,
+                               progress=tick)
+    hold = held_out(cached["meta"]["records"], cfg.holdout)[cached["record"].long()]
+    if hold.all() or not hold.any():
+        raise InputError("too few training photos to hold some out for early stopping", path=data,
+                         hint="use a dataset with more training photos")
+    fit_idx, hold_idx = (~hold).nonzero().flatten(), hold.nonzero().flatten()
+    model = build_model(cached, fit_idx, cfg)
+    weights = rebalancing(F.avg_pool2d(cached["ab"][fit_idx].float(), 8), model.centers, cfg.rebalance)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start, best = 0, {"score": float("inf"), "step": 0}
+    ckpt = _latest(stage_dir) if resume else None
+    if ckpt is not None:
+        start, best = _restore(ckpt, model, opt, cfg)
+    elif (stage_dir / "log.csv").exists():
+        (stage_dir / "log.csv").unlink()
+    summary = _loop(model, opt, cached, fit_idx, hold_idx, cfg, start, best, stage_dir, progress, weights)
+    final = stage_dir / "final"
+    shutil.rmtree(final, ignore_errors=True)
+    shutil.copytree(stage_dir / "best", final)
+    draw_loss_plot(stage_dir / "log.csv", stage_dir / "loss.png", title="anchors (DISCO): total loss")
+    return {**summary, "final": str(final)}
+
+
+@torch.no_grad()
+def held_out_losses(model, cached: dict, idx: torch.Tensor, cfg: AnchorsConfig, weights, chunk: int = 32) -> dict:
+    """Mean losses over the held-out views, with a fixed anchor count (8) and no extra anchors."""
+    was = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    for i in range(0, len(idx), chunk):
+        part = idx[i:i + chunk]
+        gray, feats, ab = batch_of(cached, part)
+        n = len(part)
+        got = losses(model, gray, feats, ab, lambda t, n=n: true_anchors(t, [8] * n, [[]] * n),
+                     cfg, weights, spix=False)
+        for k, v in got.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * len(part)
+    model.train(was)
+    return {k: v / len(idx) for k, v in sums.items()}
+
+
+def _loop(model, opt, cached, fit_idx, hold_idx, cfg: AnchorsConfig, start: int, best: dict, stage_dir: Path,
+          show: bool, weights) -> dict:
+    from restorer.console import progress
+    from restorer.pipelines.train import lr_at
+
+    model.train()
+    t0, totals = time.perf_counter(), []
+    n_tokens = (cached["gray"].shape[-2] // model.pixel_cell) * (cached["gray"].shape[-1] // model.pixel_cell)
+    with progress(show) as bar, (stage_dir / "log.csv").open("a", newline="") as fh:
+        writer = csv.writer(fh)
+        if start == 0:
+            writer.writerow(["step", "loss", "lr", "seconds", "spix", "ce", "gen", "ref", "heldout"])
+            best = _evaluate(model, cached, hold_idx, 0, best, stage_dir, cfg, weights)
+        task = bar.add_task("anchors", total=cfg.steps, completed=start) if bar else None
+        for step in range(start, cfg.steps):
+            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 91_919 + step)
+            pick = fit_idx[torch.randint(0, len(fit_idx), (cfg.batch,), generator=g)]
+            flip = bool(torch.rand((), generator=g) < 0.5)
+            counts, extra = _anchor_draws(g, cfg.batch, n_tokens, cfg)
+            gray, feats, ab = batch_of(cached, pick, flip)
+            lr = lr_at(step, cfg)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed * 1_000_003 + 37_373 + step)  # dropout masks
+                got = losses(model, gray, feats, ab, lambda t, c=counts, e=extra: true_anchors(t, c, e), cfg, weights,
+                             spix=step < cfg.spix_steps)
+            opt.zero_grad(set_to_none=True)
+            got["total"].backward()
+            opt.step()
+            totals.append(float(got["total"].detach()))
+            held = ""
+            if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+                best = _evaluate(model, cached, hold_idx, step + 1, best, stage_dir, cfg, weights)
+                held = f"{best['last']:.5f}"
+            writer.writerow([step + 1, f"{totals[-1]:.6f}", f"{lr:.3e}", f"{time.perf_counter() - t0:.1f}",
+                             *(f"{float(got[k].detach()):.5f}" for k in ("spix", "ce", "gen", "ref")), held])
+            if bar:
+                bar.update(task, advance=1, description=f"anchors loss {np.mean(totals[-50:]):.3f} "
+                                                        f"held-out best {best['score']:.3f} @ {best['step']}")
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+                fh.flush()
+                _checkpoint(model, opt, step + 1, best, stage_dir, cfg)
+    return {"stage": "anchors", "steps": cfg.steps, "resumed_at": start,
+            "seconds": round(time.perf_counter() - t0, 1), "best_step": best["step"],
+            "heldout": round(best["score"], 5), "heldout_parts": best.get("parts"),
+            "final_loss": float(np.mean(totals[-100:])) if totals else None}
+
+
+def _evaluate(model, cached, hold_idx, step: int, best: dict, stage_dir: Path, cfg, weights) -> dict:
+    from restorer.fs import atomic_folder
+
+    parts = held_out_losses(model, cached, hold_idx, cfg, weights)
+    score = parts["total"]
+    best = {**best, "last": score}
+    if score < best["score"]:
+        with atomic_folder(stage_dir / "best") as tmp:
+            model.save_pretrained(tmp)
+        best = {**best, "score": score, "step": step, "parts": {k: round(v, 5) for k, v in parts.items()}}
+    return best
+
+
+def _checkpoint(model, opt, step: int, best: dict, stage_dir: Path, cfg: AnchorsConfig) -> None:
+    from restorer.pipelines.train import save_checkpoint
+
+    save_checkpoint(model, opt, list(model.named_parameters()), step, stage_dir / f"checkpoint-{step:06d}", cfg,
+                    save=lambda m, d: m.save_pretrained(d), extra={"best": best},
+                    add=lambda tmp: shutil.copytree(stage_dir / "best", tmp / "best"))
+    for old in sorted(stage_dir.glob("checkpoint-*[0-9]"))[:-2]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _latest(stage_dir: Path) -> Path | None:
+    found = sorted(stage_dir.glob("checkpoint-*[0-9]"))
+    return found[-1] if found else None
+
+
+def _restore(ckpt: Path, model, opt, cfg: AnchorsConfig) -> tuple[int, dict]:
+    from safetensors.torch import load_file
+
+    from restorer.pipelines.train import _truncate_log, load_optimizer
+
+    state = json.loads((ckpt / "state.json").read_text())
+    if state["config"] != json.loads(json.dumps(asdict(cfg))):
+        raise InputError("the checkpoint was made with other training settings", path=ckpt,
+                         hint="resume with the same --steps and options, or start a new --out")
+    model.load_state_dict(load_file(ckpt / "diffusion_pytorch_model.safetensors"), strict=True)
+    load_optimizer(opt, list(model.named_parameters()), ckpt)
+    stage_dir = ckpt.parent
+    shutil.rmtree(stage_dir / "best", ignore_errors=True)
+    shutil.copytree(ckpt / "best", stage_dir / "best")
+    _truncate_log(stage_dir / "log.csv", state["step"])
+    log.info("resuming anchors at step %d from %s", state["step"], ckpt)
+    return state["step"], state["best"]
+
+
+def export_anchors(src: Path, dst: Path) -> Path:
+    """Copy trained weights to ``dst/disco`` (float32: the model is small, and the export loads bit-identically)."""
+    from restorer.models.anchors.model import DiscoModel
+
+    model = DiscoModel.from_pretrained(Path(src), local_files_only=True, low_cpu_mem_usage=False)
+    target = Path(dst) / "disco"
+    shutil.rmtree(target, ignore_errors=True)
+    model.save_pretrained(target)
+    return target
