@@ -34,6 +34,22 @@ def working_size(height: int, width: int, max_side: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def instance_colours(ctx: ShotContext) -> np.ndarray:
+    """(N, 2) a*b* of the colour each instance text names (stencil, and the anchors engine inside masks).
+
+    Raises:
+        InputError: a text names no colour; the message names the shot and the instance.
+    """
+    colours = []
+    for inst in ctx.instances:
+        try:
+            colours.append(parse_color(inst.text).lab[1:])
+        except InputError as err:
+            where = f"shot at frame {ctx.shot_start}, instance {inst.name!r}"
+            raise InputError(f"{where}: {err.problem}", path=ctx.source or None, hint=err.hint) from None
+    return np.asarray(colours, np.float32).reshape(-1, 2)
+
+
 class StencilEngine:
     """Flat named colours inside instance masks; see the module docstring."""
 
@@ -54,15 +70,7 @@ class StencilEngine:
         tone = parse_tone(ctx.prompt)
         background = np.zeros(2, np.float32) if tone is None else \
             np.float32(self.tone_strength) * np.asarray(tone[1:], np.float32)
-        colours = []
-        for inst in ctx.instances:
-            try:
-                colours.append(parse_color(inst.text).lab[1:])
-            except InputError as err:
-                where = f"shot at frame {ctx.shot_start}, instance {inst.name!r}"
-                raise InputError(f"{where}: {err.problem}", path=ctx.source or None,
-                                 hint=err.hint) from None
-        return background, np.asarray(colours, np.float32).reshape(-1, 2)
+        return background, instance_colours(ctx)
 
     def validate(self, ctx: ShotContext) -> None:
         """Check a shot's texts before any work starts, so a typo fails the run at once."""

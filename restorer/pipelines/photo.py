@@ -63,6 +63,7 @@ class PhotoResult:
     frames_reused: int = 0
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    sheets: list[Path] = field(default_factory=list)  # --variants: one contact sheet per photo
 
 
 def _unit_key(task: PhotoTask, shots: Path | None = None) -> str:
@@ -140,13 +141,14 @@ def preflight(inputs: list[Path], output: Path, opts: ColorizeOptions) -> list[P
         load_shots(opts.shots)
         log.info("notes for every photo: %s", opts.shots)
     else:
-        sidecars = [(t.source, find_sidecar(t.source)) for t in tasks]
+        sources = list(dict.fromkeys(t.source for t in tasks))  # --variants: several tasks per photo
+        sidecars = [(src, find_sidecar(src)) for src in sources]
         found = [(src, side) for src, side in sidecars if side is not None]
-        if len(tasks) == 1 and found:
+        if len(sources) == 1 and found:
             load_shots(found[0][1])
             log.info("notes: %s (beside the photo)", found[0][1])
         elif found:
-            log.info("notes: %d of %d photos have a shots file beside them (%s, ...)", len(found), len(tasks),
+            log.info("notes: %d of %d photos have a shots file beside them (%s, ...)", len(found), len(sources),
                      found[0][1])
     return tasks
 
@@ -254,7 +256,7 @@ class PhotoColorizationPipeline:
                     bar.update(task_id, advance=1, description=f"{task.source.name}")
             result.outputs = [t.output for n, t in enumerate(tasks) if n in written]
             if self.opts.variants > 1:
-                result.outputs += write_variant_sheets([t for n, t in enumerate(tasks) if n in written],
+                result.sheets = write_variant_sheets([t for n, t in enumerate(tasks) if n in written],
                                                        self.opts.seed)
             result.seconds = clock.seconds
             if failed:

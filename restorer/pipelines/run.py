@@ -138,7 +138,7 @@ def colorize_run(inputs: list[Path], output: Path, opts: ColorizeOptions) -> dic
                 r = PhotoColorizationPipeline(engine, opts, backend=remote)(inputs, output, bar)
                 report = {"frames": len(r.outputs), "frames_processed": r.frames_processed,
                           "frames_reused": r.frames_reused, "shots": len(r.outputs), "warnings": r.warnings,
-                          "outputs": [str(p) for p in r.outputs]}
+                          "outputs": [str(p) for p in r.outputs], "sheets": [str(p) for p in r.sheets]}
     finally:
         close = getattr(engine, "close", None)
         if close is not None:

@@ -191,7 +191,7 @@ def train_anchors(data: Path, out: Path, *, steps: int, resume: bool = False, co
     """Train the anchors network; returns a summary (steps, seconds, best step, held-out loss, paths)."""
     from restorer.models.mtcolor.prior import rebalancing
     from restorer.pipelines.train import cache_progress, draw_loss_plot
-    from restorer.pipelines.train_prior import held_out
+    from restorer.pipelines.train_prior import _latest, _restore, held_out
 
     cfg = AnchorsConfig(**{**asdict(config or AnchorsConfig(steps=steps)), "steps": steps})
     out = Path(out)
@@ -209,9 +209,9 @@ def train_anchors(data: Path, out: Path, *, steps: int, resume: bool = False, co
     weights = rebalancing(F.avg_pool2d(cached["ab"][fit_idx].float(), 8), model.centers, cfg.rebalance)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, best = 0, {"score": float("inf"), "step": 0}
-    ckpt = _latest(stage_dir) if resume else None
+    ckpt = _latest(stage_dir, "anchors") if resume else None
     if ckpt is not None:
-        start, best = _restore(ckpt, model, opt, cfg)
+        start, best = _restore(ckpt, model, opt, cfg, "anchors")
     elif (stage_dir / "log.csv").exists():
         (stage_dir / "log.csv").unlink()
     summary = _loop(model, opt, cached, fit_idx, hold_idx, cfg, start, best, stage_dir, progress, weights)
@@ -310,30 +310,6 @@ def _checkpoint(model, opt, step: int, best: dict, stage_dir: Path, cfg: Anchors
                     add=lambda tmp: shutil.copytree(stage_dir / "best", tmp / "best"))
     for old in sorted(stage_dir.glob("checkpoint-*[0-9]"))[:-2]:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _latest(stage_dir: Path) -> Path | None:
-    found = sorted(stage_dir.glob("checkpoint-*[0-9]"))
-    return found[-1] if found else None
-
-
-def _restore(ckpt: Path, model, opt, cfg: AnchorsConfig) -> tuple[int, dict]:
-    from safetensors.torch import load_file
-
-    from restorer.pipelines.train import _truncate_log, load_optimizer
-
-    state = json.loads((ckpt / "state.json").read_text())
-    if state["config"] != json.loads(json.dumps(asdict(cfg))):
-        raise InputError("the checkpoint was made with other training settings", path=ckpt,
-                         hint="resume with the same --steps and options, or start a new --out")
-    model.load_state_dict(load_file(ckpt / "diffusion_pytorch_model.safetensors"), strict=True)
-    load_optimizer(opt, list(model.named_parameters()), ckpt)
-    stage_dir = ckpt.parent
-    shutil.rmtree(stage_dir / "best", ignore_errors=True)
-    shutil.copytree(ckpt / "best", stage_dir / "best")
-    _truncate_log(stage_dir / "log.csv", state["step"])
-    log.info("resuming anchors at step %d from %s", state["step"], ckpt)
-    return state["step"], state["best"]
 
 
 def export_anchors(src: Path, dst: Path) -> Path:

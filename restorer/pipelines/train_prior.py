@@ -256,20 +256,22 @@ def _checkpoint(model, opt, step: int, best: dict, stage_dir: Path, cfg: PriorCo
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _latest(stage_dir: Path) -> Path | None:
+def _latest(stage_dir: Path, what: str = "the prior") -> Path | None:
     found = sorted(stage_dir.glob("checkpoint-*[0-9]"))
     if not found:
-        log.info("no checkpoint in %s: starting the prior from the beginning", stage_dir)
+        log.info("no checkpoint in %s: starting %s from the beginning", stage_dir, what)
     return found[-1] if found else None
 
 
-def _restore(ckpt: Path, model, opt, cfg: PriorConfig) -> tuple[int, dict]:
+def _restore(ckpt: Path, model, opt, cfg: Any, what: str = "the prior") -> tuple[int, dict]:
+    """Weights, AdamW's moments, ``best/`` and the log of a checkpoint with early stopping (the prior's and
+    the anchors trainer's): the settings must be the same (compared as JSON: tuples are lists there)."""
     from safetensors.torch import load_file
 
     from restorer.pipelines.train import _truncate_log, load_optimizer
 
     state = json.loads((ckpt / "state.json").read_text())
-    if state["config"] != asdict(cfg):
+    if state["config"] != json.loads(json.dumps(asdict(cfg))):
         raise InputError("the checkpoint was made with other training settings", path=ckpt,
                          hint="resume with the same --steps and options, or start a new --out")
     model.load_state_dict(load_file(ckpt / "diffusion_pytorch_model.safetensors"), strict=True)
@@ -278,7 +280,7 @@ def _restore(ckpt: Path, model, opt, cfg: PriorConfig) -> tuple[int, dict]:
     shutil.rmtree(stage_dir / "best", ignore_errors=True)
     shutil.copytree(ckpt / "best", stage_dir / "best")
     _truncate_log(stage_dir / "log.csv", state["step"])
-    log.info("resuming the prior at step %d from %s", state["step"], ckpt)
+    log.info("resuming %s at step %d from %s", what, state["step"], ckpt)
     return state["step"], state["best"]
 
 

@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from restorer.pipelines import train as T
 from restorer.pipelines import train_anchors as A
-from restorer.pipelines.dataset import build_dataset
 from tests.models.test_anchors import FakeFeatures
+from tests.pipelines.test_train_prior import sky_dataset
 
 torch.set_num_threads(1)
 
@@ -31,18 +30,7 @@ def small_views():
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    """Eight photos: blue sky over green grass or yellow sand."""
-    root = tmp_path_factory.mktemp("photos")
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        img = np.zeros((48, 64, 3), np.float32)
-        img[:24] = (60, 110, 220)
-        img[24:] = (50, 150, 40) if i % 2 else (225, 200, 90)
-        img += rng.normal(0, 3, img.shape)
-        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / f"p{i}.png")
-    out = tmp_path_factory.mktemp("ds") / "d"
-    build_dataset(root, out, size=64, val_fraction=0.0, namer=lambda crop: "thing")
-    return out
+    return sky_dataset(tmp_path_factory)  # the prior trainer's eight sky over grass or sand photos
 
 
 def _cfg(steps: int) -> A.AnchorsConfig:

@@ -60,6 +60,10 @@ def small_grid(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
+    return sky_dataset(tmp_path_factory)
+
+
+def sky_dataset(tmp_path_factory) -> Path:
     """Eight photos: blue sky over green grass or yellow sand, with the same luma cue for each colour."""
     root = tmp_path_factory.mktemp("photos")
     rng = np.random.default_rng(0)

@@ -140,16 +140,9 @@ class AnchorsEngine:
     # -- instances ------------------------------------------------------------------------------------
     @staticmethod
     def _instance_colours(ctx: ShotContext) -> np.ndarray:
-        from restorer.models.colornames import parse_color
+        from restorer.models.stencil import instance_colours
 
-        colours = []
-        for inst in ctx.instances:
-            try:
-                colours.append(parse_color(inst.text).lab[1:])
-            except InputError as err:
-                where = f"shot at frame {ctx.shot_start}, instance {inst.name!r}"
-                raise InputError(f"{where}: {err.problem}", path=ctx.source or None, hint=err.hint) from None
-        return np.asarray(colours, np.float32).reshape(-1, 2)
+        return instance_colours(ctx)
 
     @staticmethod
     def _lay_instances(ab: np.ndarray, masks: np.ndarray, colours: np.ndarray) -> np.ndarray:
