@@ -355,8 +355,8 @@ def anchor_edits(shot) -> tuple:
 
 
 def write_variant_sheets(tasks: list[PhotoTask], seed: int) -> list[Path]:
-    """For every photo whose variants were all written: ``photo_variants.png``, the gray photo and each variant
-    side by side, labelled with its seed (the seed that gives it again: ``--seed S``)."""
+    """For every photo with variants written: ``photo_variants.png``, the gray photo and each variant side by side,
+    labelled with its seed (the seed that gives it again: ``--seed S``)."""
     from restorer.io.images import read_image
 
     by_source: dict[Path, list[PhotoTask]] = {}
@@ -368,7 +368,8 @@ def write_variant_sheets(tasks: list[PhotoTask], seed: int) -> list[Path]:
         gray = read_image(source).luma
         tiles = [(np.repeat(gray[..., None], 3, axis=2), "gray")]
         tiles += [(_as_float_rgb(t.output), f"seed {seed + (t.variant or 1) - 1}") for t in group]
-        base = group[0].output.with_name(group[0].output.name.replace("_v1", "", 1))
+        first = group[0].output  # photo_vK.ext -> photo.ext
+        base = first.with_name(first.stem[:-len(f"_v{group[0].variant}")] + first.suffix)
         written.append(_draw_sheet(tiles, variants_sheet_path(base)))
     return written
 

@@ -190,8 +190,8 @@ def train_anchors(data: Path, out: Path, *, steps: int, resume: bool = False, co
                   views: int = 8, features: Any = None, progress: bool = False) -> dict[str, Any]:
     """Train the anchors network; returns a summary (steps, seconds, best step, held-out loss, paths)."""
     from restorer.models.mtcolor.prior import rebalancing
-    from restorer.pipelines.train import cache_progress, draw_loss_plot
-    from restorer.pipelines.train_prior import _latest, _restore, held_out
+    from restorer.pipelines.train import cache_progress
+    from restorer.pipelines.train_prior import finish, fresh_or_resumed, split_held_out
 
     cfg = AnchorsConfig(**{**asdict(config or AnchorsConfig(steps=steps)), "steps": steps})
     out = Path(out)
@@ -200,26 +200,13 @@ def train_anchors(data: Path, out: Path, *, steps: int, resume: bool = False, co
     with cache_progress(progress, "anchors feature cache, photos") as tick:
         cached = prepare_cache(data, out / "anchors_cache", views=views, seed=cfg.seed, features=features,
                                progress=tick)
-    hold = held_out(cached["meta"]["records"], cfg.holdout)[cached["record"].long()]
-    if hold.all() or not hold.any():
-        raise InputError("too few training photos to hold some out for early stopping", path=data,
-                         hint="use a dataset with more training photos")
-    fit_idx, hold_idx = (~hold).nonzero().flatten(), hold.nonzero().flatten()
+    fit_idx, hold_idx = split_held_out(cached, cfg.holdout, data)
     model = build_model(cached, fit_idx, cfg)
     weights = rebalancing(F.avg_pool2d(cached["ab"][fit_idx].float(), 8), model.centers, cfg.rebalance)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start, best = 0, {"score": float("inf"), "step": 0}
-    ckpt = _latest(stage_dir, "anchors") if resume else None
-    if ckpt is not None:
-        start, best = _restore(ckpt, model, opt, cfg, "anchors")
-    elif (stage_dir / "log.csv").exists():
-        (stage_dir / "log.csv").unlink()
+    start, best = fresh_or_resumed(stage_dir, resume, model, opt, cfg, {"score": float("inf"), "step": 0}, "anchors")
     summary = _loop(model, opt, cached, fit_idx, hold_idx, cfg, start, best, stage_dir, progress, weights)
-    final = stage_dir / "final"
-    shutil.rmtree(final, ignore_errors=True)
-    shutil.copytree(stage_dir / "best", final)
-    draw_loss_plot(stage_dir / "log.csv", stage_dir / "loss.png", title="anchors (DISCO): total loss")
-    return {**summary, "final": str(final)}
+    return {**summary, "final": str(finish(stage_dir, "anchors (DISCO): total loss"))}
 
 
 @torch.no_grad()

@@ -131,11 +131,47 @@ def held_out(names: list[str], share: float) -> torch.Tensor:
                          for n in names])
 
 
+def split_held_out(cached: dict, share: float, data: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fit, held-out) view indices of a cache: the views of a stable share of the photos (:func:`held_out`) are
+    held out for early stopping (the prior's and the anchors trainer's).
+
+    Raises:
+        InputError: too few photos to hold some out and keep some to fit.
+    """
+    hold = held_out(cached["meta"]["records"], share)[cached["record"].long()]
+    if hold.all() or not hold.any():
+        raise InputError("too few training photos to hold some out for early stopping", path=data,
+                         hint=f"use a dataset with more training photos ({share:.0%} of them, by name, are held out)")
+    return (~hold).nonzero().flatten(), hold.nonzero().flatten()
+
+
+def fresh_or_resumed(stage_dir: Path, resume: bool, model, opt, cfg: Any, best: dict, what: str) -> tuple[int, dict]:
+    """The step to start at and the best so far: from the latest checkpoint with ``resume``, else 0 (and the old
+    log is dropped)."""
+    ckpt = _latest(stage_dir, what) if resume else None
+    if ckpt is not None:
+        return _restore(ckpt, model, opt, cfg, what)
+    if (stage_dir / "log.csv").exists():
+        (stage_dir / "log.csv").unlink()
+    return 0, best
+
+
+def finish(stage_dir: Path, title: str) -> Path:
+    """``final/`` = ``best/`` (the early-stopped weights), and the loss plot; returns ``final/``."""
+    from restorer.pipelines.train import draw_loss_plot
+
+    final = stage_dir / "final"
+    shutil.rmtree(final, ignore_errors=True)
+    shutil.copytree(stage_dir / "best", final)
+    draw_loss_plot(stage_dir / "log.csv", stage_dir / "loss.png", title=title)
+    return final
+
+
 def train_prior(data: Path, out: Path, *, steps: int, resume: bool = False, config: PriorConfig | None = None,
                 views: int = 10, features: Any = None, progress: bool = False) -> dict[str, Any]:
     """Train the colour prior; returns a summary (steps, seconds, best step, held-out cross-entropy, paths)."""
     from restorer.models.mtcolor.prior import ColourPrior, bins_for, rebalancing
-    from restorer.pipelines.train import cache_progress, draw_loss_plot
+    from restorer.pipelines.train import cache_progress
 
     cfg = PriorConfig(**{**asdict(config or PriorConfig(steps=steps)), "steps": steps})
     out = Path(out)
@@ -144,28 +180,15 @@ def train_prior(data: Path, out: Path, *, steps: int, resume: bool = False, conf
     with cache_progress(progress, "prior feature cache, photos") as tick:
         cached = prepare_prior_cache(data, out / "prior_cache", views=views, seed=cfg.seed, backbone=cfg.backbone,
                                      jitter=cfg.jitter, features=features, progress=tick)
-    hold = held_out(cached["meta"]["records"], cfg.holdout)[cached["record"]]
-    if hold.all() or not hold.any():
-        raise InputError("too few training photos to hold some out for early stopping", path=data,
-                         hint="use a dataset with more training photos (a fifth of them, by name, are held out)")
-    fit_idx, hold_idx = (~hold).nonzero().flatten(), hold.nonzero().flatten()
+    fit_idx, hold_idx = split_held_out(cached, cfg.holdout, data)
     torch.manual_seed(cfg.seed)
     model = ColourPrior(bins=bins_for(cached["ab"][fit_idx]), dropout=cfg.dropout, backbone=cfg.backbone,
                         context=cfg.context, global_context=cfg.global_context)
     weights = rebalancing(cached["ab"][fit_idx], model.centers, cfg.rebalance)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start, best = 0, {"ce": float("inf"), "step": 0}
-    ckpt = _latest(stage_dir) if resume else None
-    if ckpt is not None:
-        start, best = _restore(ckpt, model, opt, cfg)
-    elif (stage_dir / "log.csv").exists():
-        (stage_dir / "log.csv").unlink()
+    start, best = fresh_or_resumed(stage_dir, resume, model, opt, cfg, {"ce": float("inf"), "step": 0}, "the prior")
     summary = _loop(model, opt, cached, fit_idx, hold_idx, cfg, start, best, stage_dir, progress, weights)
-    final = stage_dir / "final"
-    shutil.rmtree(final, ignore_errors=True)
-    shutil.copytree(stage_dir / "best", final)
-    draw_loss_plot(stage_dir / "log.csv", stage_dir / "loss.png", title="tiny colour prior (cross-entropy)")
-    return {**summary, "final": str(final)}
+    return {**summary, "final": str(finish(stage_dir, "tiny colour prior (cross-entropy)"))}
 
 
 def _batch(cached: dict, idx: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from restorer.errors import InputError
+from restorer.models.anchors.locator import locate
 from restorer.models.engine import FrameInput, ShotContext, check_chroma
 
 log = logging.getLogger(__name__)
@@ -84,9 +85,8 @@ class AnchorsEngine:
 
     def _frames(self, ctx: ShotContext, colours: np.ndarray, frames: Iterable[FrameInput]) -> Iterator[np.ndarray]:
         for frame in frames:
-            edits = frame.extra.get("anchors", getattr(ctx, "anchors", ()))
-            ab, _ = self.colorize(frame.luma, seed=ctx.seed if getattr(ctx, "sample", False) else None,
-                                  edits=edits)
+            ab, _ = self.colorize(frame.luma, seed=ctx.seed if ctx.sample else None,
+                                  edits=frame.extra.get("anchors", ctx.anchors))
             yield check_chroma(self._lay_instances(ab, frame.masks, colours), self.name)
 
     def automatic(self, frame: FrameInput) -> np.ndarray:
@@ -119,8 +119,6 @@ class AnchorsEngine:
         assoc = model.associate(gray)
         tokens = model.tokens(gray, pyramid, assoc)
         logits, feats = model.model_colours(tokens)
-        from restorer.models.anchors.locator import locate
-
         index = locate(F.normalize(feats[0], dim=-1), self.n_anchors, self.kmeans_iterations)
         ab = anchor_colours(model, logits[0, index], seed, self.sample_top)
         if colours is not None:
