@@ -15,13 +15,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from media import make_clip  # noqa: E402
 
-from restorer.io import video as V  # noqa: E402
+from restorer.io.decode import LumaReader  # noqa: E402
+from restorer.io.encode import SegmentWriter, segment_suffix  # noqa: E402
+from restorer.io.mux import assemble  # noqa: E402
+from restorer.io.probe import probe  # noqa: E402
 
 
 def cpu_model() -> str:
@@ -32,16 +37,16 @@ def cpu_model() -> str:
 
 
 def bench(src: Path, codec: str, work: Path) -> tuple[float, float]:
-    info = V.probe(src)
-    seg = work / f"seg-{codec}{V.segment_suffix(codec)}"
+    info = probe(src)
+    seg = work / f"seg-{codec}{segment_suffix(codec)}"
     start = time.perf_counter()
-    with V.SegmentWriter(seg, info, codec) as writer:
-        for frame in V.LumaReader(src, info):
-            zero = V.neutral_chroma(frame.luma.shape)
+    with SegmentWriter(seg, info, codec) as writer:
+        for frame in LumaReader(src, info):
+            zero = np.zeros(frame.luma.shape, np.float32)  # gray
             writer.write(frame.index, frame.luma, zero, zero)
     encode_s = time.perf_counter() - start
     start = time.perf_counter()
-    V.assemble([seg], src, info, work / f"film-{codec}.mkv")
+    assemble([seg], src, info, work / f"film-{codec}.mkv")
     return info.frame_count / encode_s, time.perf_counter() - start
 
 

@@ -1,6 +1,6 @@
 """The film codecs restorer writes, in one table: add a codec by adding one :class:`Codec` to ``_TABLE``.
 
-The CLI's ``--codec`` choices are :data:`CODECS`; :class:`restorer.io.video.SegmentWriter` reads
+The CLI's ``--codec`` choices are :data:`CODECS`; :class:`restorer.io.encode.SegmentWriter` reads
 everything else from the entry (encoder, chroma grid, bit depths, options, segment container).
 A name that is not in the table is an :class:`~restorer.errors.InputError` naming the choices.
 
@@ -86,7 +86,6 @@ _TABLE: dict[str, Codec] = {c.name: c for c in (
     Codec("prores", "prores_ks", (2, 1), ".mov", (10,), _prores),  # for editing
 )}
 CODECS: tuple[str, ...] = tuple(_TABLE)
-_ALIASES = {"hevc": "h265"}
 
 
 def codec_named(name: str) -> Codec:
@@ -95,8 +94,7 @@ def codec_named(name: str) -> Codec:
     Raises:
         InputError: ``name`` is not a codec restorer writes; names the choices.
     """
-    key = str(name).lower()
-    found = _TABLE.get(_ALIASES.get(key, key))
+    found = _TABLE.get(str(name).lower())
     if found is None:
         raise InputError(f"unknown codec {name!r}", hint=f"choose one of {', '.join(CODECS)}")
     return found

@@ -133,7 +133,7 @@ class RayWorker:
         """Colour and encode ``segments`` (consecutive, of one shot when there is more than one), each
         into a temporary file in the job folder; return their records, with ``tmp`` naming that file."""
         from restorer.fs import partial_name
-        from restorer.io.video import LumaReader
+        from restorer.io.decode import LumaReader
         from restorer.jobs import Job
         from restorer.pipelines.tracking import tracker_factory
         from restorer.pipelines.video import VideoColorizationPipeline

@@ -75,7 +75,8 @@ def write_png(path: Path, rgb: np.ndarray, overwrite: bool) -> None:
 def shots_preview(film: Path, out_dir: Path, opts: ColorizeOptions, *, every: int = 24,
                   columns: int = 4) -> Path:
     """Write the preview frames and ``contact_sheet.png`` into ``out_dir``; return the sheet's path."""
-    from restorer.io.video import LumaReader, luma_to_unit, probe
+    from restorer.io.decode import LumaReader, luma_to_unit
+    from restorer.io.probe import probe
     from restorer.models.tracking import contact_sheet, draw_preview
     from restorer.pipelines.tracking import tracker_factory
     from restorer.pipelines.video import load_film_shots

@@ -54,7 +54,8 @@ def preflight(kind: str, inputs: list[Path], output: Path, opts: ColorizeOptions
         photo_preflight(inputs, output, opts)
         return None
     from restorer.config import find_sidecar, load_shots
-    from restorer.io.video import check_container, probe
+    from restorer.io.mux import check_container
+    from restorer.io.probe import probe
     from restorer.jobs import check_output, require_file
 
     film = inputs[0]

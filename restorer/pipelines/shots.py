@@ -233,7 +233,7 @@ def probe_film(path: Path) -> FilmInfo:
         raise InputError("not found", path=path, hint="check the path")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return _probe_image(path)
-    from restorer.io.video import probe
+    from restorer.io.probe import probe
 
     info = probe(path)
     return FilmInfo(info.frame_count, info.width, info.height, info.frame_rate, info.frame_at)

@@ -52,7 +52,7 @@ def tracker_factory(opts: ColorizeOptions, device: str = "cpu"):
 
 
 def _frame_source(film: Path, info):
-    from restorer.io.video import LumaReader, luma_to_unit
+    from restorer.io.decode import LumaReader, luma_to_unit
 
     def read(start: int, end: int):
         for f in LumaReader(film, info, start=start, end=end):

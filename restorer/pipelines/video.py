@@ -125,7 +125,8 @@ class VideoColorizationPipeline:
                              hint="give --keyframe-interval N with N >= 1")
 
     def __call__(self, film: Path, output: Path, bar=None) -> VideoResult:
-        from restorer.io.video import check_container, probe
+        from restorer.io.mux import check_container
+        from restorer.io.probe import probe
 
         require_file(film)
         check_output(output, [film], overwrite=self.opts.overwrite)
@@ -229,14 +230,15 @@ class VideoColorizationPipeline:
 
     def segment_path(self, job, seg: Segment) -> Path:
         """The final name of a segment's file in the job folder."""
-        from restorer.io.video import segment_suffix
+        from restorer.io.encode import segment_suffix
 
         return job.path(f"{seg.name}{segment_suffix(self.opts.codec)}")
 
     def encode_segment(self, film, info, job, seg: Segment, tracks: dict, tick, edge: dict, final: Path) -> dict:
         """Colour and encode one segment into ``final`` (renamed into place when complete) and return its
         record; recording it as finished is the caller's (the local loop, or the driver of a Ray run)."""
-        from restorer.io.video import LumaReader, SegmentWriter
+        from restorer.io.decode import LumaReader
+        from restorer.io.encode import SegmentWriter
 
         masks = tracks.get(seg.shot.index)
         if masks is None:
@@ -268,7 +270,7 @@ class VideoColorizationPipeline:
 
     def _colorize(self, film, info, seg, reader, masks) -> Iterator:
         from restorer.io.color import recombine_pbpr
-        from restorer.io.video import luma_to_unit
+        from restorer.io.decode import luma_to_unit
 
         matrix = info.matrix_name
         pending: list = []
@@ -296,7 +298,7 @@ class VideoColorizationPipeline:
         """The temporal stage: the engine on the segment's keyframes, flow between them
         (:mod:`restorer.pipelines.temporal`). Returns the frames' iterator and its statistics."""
         from restorer.io.color import recombine_pbpr
-        from restorer.io.video import LumaReader, luma_to_unit
+        from restorer.io.decode import LumaReader, luma_to_unit
         from restorer.pipelines.temporal import Item, Propagator, TemporalSettings, window_starts
 
         shot = seg.shot
@@ -346,13 +348,13 @@ class VideoColorizationPipeline:
         return frames(), prop.stats
 
     def _assemble(self, film: Path, info, output: Path, segments: list[Path]) -> None:
-        from restorer.io.video import assemble
+        from restorer.io.mux import assemble
 
         assemble(segments, film, info, output, overwrite=self.opts.overwrite)  # atomic: temp name, then rename
 
 
 def _damage_record(d) -> dict[str, Any]:
-    """A :class:`restorer.io.video.Damage` as JSON for the job record and the report."""
+    """A :class:`restorer.io.film.Damage` as JSON for the job record and the report."""
     return {"first": d.first, "last": d.last, "start": d.start, "end": d.end, "reason": d.reason}
 
 

@@ -1,4 +1,4 @@
-"""restorer.io.video on tiny generated clips and the real damaged clips in tests/data."""
+"""Film I/O (restorer.io.probe, decode, encode, mux) on tiny generated clips and the damaged clips in tests/data."""
 
 from __future__ import annotations
 
@@ -23,30 +23,41 @@ from media import (  # noqa: E402
 )
 
 from restorer.errors import InputError, OutputError  # noqa: E402
-from restorer.io import video as V  # noqa: E402
+from restorer.io.decode import LumaReader  # noqa: E402
+from restorer.io.encode import (  # noqa: E402
+    SegmentWriter,
+    area_average,
+    chroma_layout,
+    output_pix_fmt,
+    quantise_chroma,
+    segment_suffix,
+)
+from restorer.io.film import BT601, Damage, DecodedFrame, VideoInfo  # noqa: E402
+from restorer.io.mux import _segment_signature, assemble  # noqa: E402
+from restorer.io.probe import _cut_tail, _DeclaredEnd, probe  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
 
-def colorize_gray(src: Path, info: V.VideoInfo, out_dir: Path, codec: str = "h264",
+def colorize_gray(src: Path, info: VideoInfo, out_dir: Path, codec: str = "h264",
                   cuts: tuple[int, ...] = (), bit_depth: int | None = None) -> list[Path]:
     """Encode the film as segments split before each index in ``cuts`` (neutral chroma)."""
     bounds = [0, *cuts, info.frame_count]
     segments = []
     for k, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)):
-        path = out_dir / f"seg{k:03d}{V.segment_suffix(codec)}"
-        with V.SegmentWriter(path, info, codec, bit_depth=bit_depth, preset="ultrafast") as writer:
-            for frame in V.LumaReader(src, info, a, b - 1):
-                zero = V.neutral_chroma(frame.luma.shape)
+        path = out_dir / f"seg{k:03d}{segment_suffix(codec)}"
+        with SegmentWriter(path, info, codec, bit_depth=bit_depth, preset="ultrafast") as writer:
+            for frame in LumaReader(src, info, a, b - 1):
+                zero = np.zeros(frame.luma.shape, np.float32)
                 writer.write(frame.index, frame.luma, zero, zero)
         segments.append(path)
     return segments
 
 
-def run_film(src: Path, out: Path, codec: str = "h264", cuts=(), bit_depth=None) -> V.VideoInfo:
-    info = V.probe(src)
+def run_film(src: Path, out: Path, codec: str = "h264", cuts=(), bit_depth=None) -> VideoInfo:
+    info = probe(src)
     segs = colorize_gray(src, info, out.parent, codec, cuts, bit_depth)
-    V.assemble(segs, src, info, out)
+    assemble(segs, src, info, out)
     return info
 
 
@@ -64,7 +75,7 @@ def luma_of(path: Path) -> list[np.ndarray]:
 
 def test_probe_cfr_clip(tmp_path):
     src = make_clip(tmp_path / "a.mp4", frames=12, size=(64, 48), audio_streams=2, subtitle=True)
-    info = V.probe(src)
+    info = probe(src)
     assert (info.width, info.height, info.frame_count) == (64, 48, 12)
     assert info.frame_rate == 25 and isinstance(info.frame_rate, Fraction)
     assert [p * info.time_base for p in info.pts] == [Fraction(i, 25) for i in range(12)]
@@ -74,7 +85,7 @@ def test_probe_cfr_clip(tmp_path):
 
 
 def test_probe_real_clip_carphone():
-    info = V.probe(DATA / "carphone_pristine.mp4")
+    info = probe(DATA / "carphone_pristine.mp4")
     assert (info.width, info.height, info.frame_count) == (176, 144, 120)
     assert info.frame_rate == Fraction(30000, 1001)
     assert info.pts == tuple(range(0, 120 * 1001, 1001))
@@ -95,7 +106,7 @@ def test_h264_film_keeps_frames_pts_audio(tmp_path, vfr):
     assert times == frame_times(src) and len(times) == 30
     if vfr:
         assert times == [Fraction(p, 1000) for p in vfr_pts(30)]
-    assert V.probe(out).pts == info.pts
+    assert probe(out).pts == info.pts
     assert audio_packets(out) == audio_packets(src)
     for a, b in zip(luma_of(out), luma_of(src), strict=True):
         assert psnr(a, b, 255) > 38  # within h264 loss at crf 18 on a noisy texture
@@ -105,9 +116,9 @@ def test_h264_film_keeps_frames_pts_audio(tmp_path, vfr):
 def test_ffv1_luma_bit_exact(tmp_path, bits, pix_fmt):
     src = make_clip(tmp_path / "src.mkv", frames=10, size=(80, 48), codec="ffv1", bit_depth=bits,
                     audio_streams=0)
-    info = V.probe(src)
+    info = probe(src)
     assert (info.bit_depth, info.pix_fmt) == (bits, pix_fmt)
-    decoded = list(V.LumaReader(src, info))
+    decoded = list(LumaReader(src, info))
     assert decoded[0].luma.dtype == (np.uint8 if bits == 8 else np.uint16)
     if bits == 10:
         assert decoded[0].luma.max() > 255  # code values, not shifted down or up
@@ -124,9 +135,9 @@ def test_ffv1_luma_bit_exact(tmp_path, bits, pix_fmt):
 
 def test_odd_size_ffv1_keeps_size_and_luma(tmp_path):
     src = make_clip(tmp_path / "odd.mkv", frames=6, size=(65, 49), codec="ffv1", audio_streams=0)
-    info = V.probe(src)
+    info = probe(src)
     assert (info.width, info.height) == (65, 49)
-    assert V.output_pix_fmt("ffv1", info, 8) == "yuv420p"
+    assert output_pix_fmt("ffv1", info, 8) == "yuv420p"
     out = tmp_path / "film.mkv"
     run_film(src, out, codec="ffv1")
     frames = read_video_frames(out)
@@ -136,12 +147,12 @@ def test_odd_size_ffv1_keeps_size_and_luma(tmp_path):
 
 def test_odd_size_h264_switches_to_444(tmp_path):
     src = make_clip(tmp_path / "odd.mkv", frames=6, size=(65, 49), codec="ffv1", audio_streams=0)
-    info = V.probe(src)
-    assert V.output_pix_fmt("h264", info, 8) == "yuv444p"
-    assert V.output_pix_fmt("prores", info, 10) == "yuv444p10le"
+    info = probe(src)
+    assert output_pix_fmt("h264", info, 8) == "yuv444p"
+    assert output_pix_fmt("prores", info, 10) == "yuv444p10le"
     out = tmp_path / "film.mp4"
     run_film(src, out, codec="h264", cuts=(3,))
-    probed = V.probe(out)
+    probed = probe(out)
     assert (probed.width, probed.height, probed.frame_count, probed.pix_fmt) == (65, 49, 6, "yuv444p")
 
 
@@ -152,7 +163,7 @@ def test_ten_bit_codecs(tmp_path, codec, suffix, pix_fmt):
                     audio_streams=1, audio_codec="aac")
     out = tmp_path / f"film{suffix}"
     info = run_film(src, out, codec=codec, cuts=(3,))
-    probed = V.probe(out)
+    probed = probe(out)
     assert (probed.frame_count, probed.pix_fmt, probed.bit_depth) == (6, pix_fmt, 10)
     assert [p * probed.time_base for p in probed.pts] == [p * info.time_base for p in info.pts]
     assert audio_packets(out) == audio_packets(src)
@@ -162,7 +173,7 @@ def test_ten_bit_codecs(tmp_path, codec, suffix, pix_fmt):
 
 def test_segments_are_deterministic(tmp_path):
     src = make_clip(tmp_path / "src.mp4", frames=12, size=(64, 48), audio_streams=0)
-    info = V.probe(src)
+    info = probe(src)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     first = colorize_gray(src, info, tmp_path / "a", cuts=(6,))
@@ -172,9 +183,9 @@ def test_segments_are_deterministic(tmp_path):
 
 def test_segments_share_codec_extradata(tmp_path):
     src = make_clip(tmp_path / "src.mp4", frames=12, size=(64, 48), audio_streams=0)
-    info = V.probe(src)
+    info = probe(src)
     segs = colorize_gray(src, info, tmp_path, cuts=(1, 6))  # a one-frame segment too
-    extradata = {V._segment_signature(s)[4] for s in segs}
+    extradata = {_segment_signature(s)[4] for s in segs}
     assert len(extradata) == 1 and next(iter(extradata))
 
 
@@ -198,12 +209,12 @@ def test_mp4_subtitles_copied_without_extra_cues(tmp_path):
 def test_colour_tags_sar_rotation_carried(tmp_path):
     src = make_clip(tmp_path / "src.mp4", frames=6, size=(64, 48), audio_streams=0, color_range=2,
                     colorspace=1, color_primaries=1, color_trc=1, rotation=90, sar=Fraction(4, 3))
-    info = V.probe(src)
+    info = probe(src)
     assert (info.color_primaries, info.color_trc, info.colorspace, info.color_range) == (1, 1, 1, 2)
     assert (info.rotation, info.sar, info.full_range, info.matrix) == (90, Fraction(4, 3), True, 1)
     out = tmp_path / "film.mp4"
     run_film(src, out)
-    got = V.probe(out)
+    got = probe(out)
     assert (got.color_primaries, got.color_trc, got.colorspace, got.color_range) == (1, 1, 1, 2)
     assert (got.rotation, got.sar) == (90, Fraction(4, 3))
     frames = read_video_frames(out)
@@ -212,32 +223,32 @@ def test_colour_tags_sar_rotation_carried(tmp_path):
 
 def test_untagged_sd_source_gets_bt601_limited(tmp_path):
     src = make_clip(tmp_path / "src.mp4", frames=4, size=(64, 48), audio_streams=0)
-    info = V.probe(src)
-    assert (info.colorspace, info.matrix, info.full_range) == (2, V.BT601, False)
+    info = probe(src)
+    assert (info.colorspace, info.matrix, info.full_range) == (2, BT601, False)
     out = tmp_path / "film.mp4"
     run_film(src, out)
-    got = V.probe(out)
-    assert (got.colorspace, got.color_range, got.color_primaries) == (V.BT601, 1, 2)
+    got = probe(out)
+    assert (got.colorspace, got.color_range, got.color_primaries) == (BT601, 1, 2)
 
 
 def test_rgb_source_luma_from_matrix(tmp_path):
     src = make_clip(tmp_path / "rgb.mkv", frames=4, size=(64, 48), codec="ffv1", pix_fmt="bgr0",
                     audio_streams=0)
-    info = V.probe(src)
+    info = probe(src)
     assert not info.is_yuv and info.full_range
-    frames = list(V.LumaReader(src, info))
+    frames = list(LumaReader(src, info))
     with av.open(str(src)) as c:
         rgb = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     for frame, img in zip(frames, rgb, strict=True):
         assert np.array_equal(frame.luma, img[..., 0])  # gray RGB: Y' equals the gray level
-    assert V.output_pix_fmt("ffv1", info, 8) == "yuv444p"
+    assert output_pix_fmt("ffv1", info, 8) == "yuv444p"
 
 
 def test_reader_range_matches_full_read(tmp_path):
     src = make_clip(tmp_path / "src.mp4", frames=40, size=(64, 48), audio_streams=0)
-    info = V.probe(src)
-    full = list(V.LumaReader(src, info))
-    part = list(V.LumaReader(src, info, 17, 29))
+    info = probe(src)
+    full = list(LumaReader(src, info))
+    part = list(LumaReader(src, info, 17, 29))
     assert [f.index for f in part] == list(range(17, 30))
     assert all(np.array_equal(a.luma, full[a.index].luma) for a in part)
 
@@ -247,28 +258,36 @@ def test_reader_range_matches_full_read(tmp_path):
 
 def test_quantise_chroma_ranges():
     p = np.array([-0.5, 0.0, 0.5], dtype=np.float32)
-    assert V.quantise_chroma(p, 8, False).tolist() == [16, 128, 240]
-    assert V.quantise_chroma(p, 10, False).tolist() == [64, 512, 960]
-    assert V.quantise_chroma(p, 8, True).tolist() == [0, 128, 255]
-    assert V.quantise_chroma(p, 10, True).tolist() == [0, 512, 1023]
+    assert quantise_chroma(p, 8, False).tolist() == [16, 128, 240]
+    assert quantise_chroma(p, 10, False).tolist() == [64, 512, 960]
+    assert quantise_chroma(p, 8, True).tolist() == [0, 128, 255]
+    assert quantise_chroma(p, 10, True).tolist() == [0, 512, 1023]
 
 
 def test_area_average_handles_odd_edges():
     plane = np.arange(15, dtype=np.float32).reshape(3, 5)
-    avg = V.area_average(plane, 2, 2)
+    avg = area_average(plane, 2, 2)
     assert avg.shape == (2, 3)
     assert avg[0, 0] == np.mean([0, 1, 5, 6]) and avg[1, 2] == 14 and avg[0, 2] == np.mean([4, 9])
 
 
 def test_an_unknown_codec_is_refused_not_written_with_prores_options(tmp_path):
     src = make_clip(tmp_path / "src.mp4", frames=2, size=(64, 48), audio_streams=0)
-    info = V.probe(src)
-    for call in (lambda: V.segment_suffix("vp9"), lambda: V.chroma_layout("vp9", info),
-                 lambda: V.SegmentWriter(tmp_path / "seg.mov", info, "vp9")):
+    info = probe(src)
+    for call in (lambda: segment_suffix("vp9"), lambda: chroma_layout("vp9", info),
+                 lambda: SegmentWriter(tmp_path / "seg.mov", info, "vp9")):
         with pytest.raises(InputError) as err:
             call()
         assert str(err.value) == "unknown codec 'vp9' — choose one of h264, h265, ffv1, prores"
     assert list(tmp_path.iterdir()) == [src]
+
+
+def test_a_codec_is_named_as_the_cli_offers_it_and_no_other_way():
+    from restorer.io.codecs import CODECS, codec_named
+
+    assert [codec_named(name.upper()).name for name in CODECS] == list(CODECS)
+    with pytest.raises(InputError, match="unknown codec 'hevc'"):  # no alias the CLI cannot pass
+        codec_named("hevc")
 
 
 def test_the_cli_offers_the_codec_tables_names():
@@ -276,16 +295,16 @@ def test_the_cli_offers_the_codec_tables_names():
 
     choices = next(p.type.choices for p in colorize.params if p.name == "codec")
     assert tuple(choices) == ("h264", "h265", "ffv1", "prores")
-    assert [V.segment_suffix(c) for c in choices] == [".mp4", ".mp4", ".mp4", ".mov"]
+    assert [segment_suffix(c) for c in choices] == [".mp4", ".mp4", ".mp4", ".mov"]
 
 
 def test_writer_deletes_partial_file_on_error(tmp_path):
     src = make_clip(tmp_path / "src.mp4", frames=4, size=(64, 48), audio_streams=0)
-    info = V.probe(src)
+    info = probe(src)
     target = tmp_path / "seg.mov"
     with pytest.raises(ValueError):
-        with V.SegmentWriter(target, info) as writer:
-            zero = V.neutral_chroma((48, 64))
+        with SegmentWriter(target, info) as writer:
+            zero = np.zeros((48, 64), np.float32)
             writer.write(0, np.zeros((48, 64), np.uint8), zero, zero)
             writer.write(1, np.zeros((10, 10), np.uint8), zero, zero)
     assert list(tmp_path.iterdir()) == [src]
@@ -313,7 +332,7 @@ def test_assemble_refuses_to_replace_output(tmp_path):
 
 def _message(path: Path) -> str:
     with pytest.raises(InputError) as caught:
-        V.probe(path)
+        probe(path)
     text = str(caught.value)
     assert str(path) in text and "\n" not in text and " — " in text  # file, problem, fix
     return text
@@ -350,13 +369,13 @@ def test_audio_only_file(tmp_path):
 # ------------------------------------------------------------------------- real damaged clips
 
 
-def _read_all_within(path: Path, seconds: float) -> tuple[V.VideoInfo, list[V.DecodedFrame], V.LumaReader]:
+def _read_all_within(path: Path, seconds: float) -> tuple[VideoInfo, list[DecodedFrame], LumaReader]:
     """Probe and read in a thread so that a hang fails the test instead of blocking the run."""
     result: dict = {}
 
     def work():
-        info = V.probe(path)
-        reader = V.LumaReader(path, info)
+        info = probe(path)
+        reader = LumaReader(path, info)
         result["frames"] = list(reader)
         result["info"], result["reader"] = info, reader
 
@@ -379,8 +398,8 @@ def test_damaged_tree_avi_decodes_in_part(tmp_path):
     assert all(":" in d.start for d in reader.damaged)
     out = tmp_path / "film.mkv"
     segs = colorize_gray(src, info, tmp_path, "ffv1", cuts=(30,))
-    V.assemble(segs, src, info, out)
-    assert V.probe(out).frame_count == len(frames)
+    assemble(segs, src, info, out)
+    assert probe(out).frame_count == len(frames)
 
 
 def test_megamind_packed_bframes_in_display_order():
@@ -394,7 +413,7 @@ def test_megamind_packed_bframes_in_display_order():
 
 def test_frame_at_follows_the_pts_of_a_variable_frame_rate_film(tmp_path):
     src = make_clip(tmp_path / "vfr.mkv", frames=30, vfr=True, codec="ffv1", audio_streams=0)
-    info = V.probe(src)
+    info = probe(src)
     assert [info.frame_at(info.time(i)) for i in range(info.frame_count)] == list(range(info.frame_count))
     assert info.frame_at(Fraction(info.duration_s)) == info.frame_count
     gaps = [info.time(i + 1) - info.time(i) for i in range(info.frame_count - 1)]
@@ -418,10 +437,10 @@ def test_full_range_8_bit_source_to_10_bit_is_a_bit_shift(tmp_path):
     out = tmp_path / "out.mkv"
     info = run_film(src, out, codec="ffv1", bit_depth=10)
     assert info.full_range and info.bit_depth == 8
-    probed = V.probe(out)
+    probed = probe(out)
     assert probed.bit_depth == 10 and probed.full_range
-    src_luma = [f.luma for f in V.LumaReader(src, info)]
-    out_luma = [f.luma for f in V.LumaReader(out, probed)]
+    src_luma = [f.luma for f in LumaReader(src, info)]
+    out_luma = [f.luma for f in LumaReader(out, probed)]
     assert len(out_luma) == 3
     for a, b in zip(src_luma, out_luma, strict=True):
         assert np.array_equal(b, a.astype(np.uint16) << 2)
@@ -456,7 +475,7 @@ def tree_as_mkv(dst: Path) -> Path:
     return dst
 
 
-def _tail(info: V.VideoInfo) -> V.Damage:
+def _tail(info: VideoInfo) -> Damage:
     tails = [h for h in info.holes if h.first >= info.frame_count]
     assert len(tails) == 1, info.holes
     return tails[0]
@@ -464,9 +483,9 @@ def _tail(info: V.VideoInfo) -> V.Damage:
 
 def test_half_copied_mkv_reports_its_cut_tail(tmp_path):
     """The issue's film: a half-copied .mkv whose container says 29.6 s while 35 of its 68 frames are there."""
-    whole = V.probe(tree_as_mkv(tmp_path / "tree.mkv"))
+    whole = probe(tree_as_mkv(tmp_path / "tree.mkv"))
     assert whole.frame_count == 68 and whole.holes == ()
-    info = V.probe(half_copy(tmp_path / "tree.mkv", tmp_path / "half.mkv"))
+    info = probe(half_copy(tmp_path / "tree.mkv", tmp_path / "half.mkv"))
     tail = _tail(info)
     assert 30 <= info.frame_count <= 40 and tail.first == info.frame_count
     expected = tail.last + 1
@@ -475,18 +494,18 @@ def test_half_copied_mkv_reports_its_cut_tail(tmp_path):
     assert "29.6 s" in tail.reason and tail.start < tail.end <= "00:00:29.600"
     # the reader of the range that ends at the last frame carries it; an earlier range does not
     assert tail in _read_all_within(tmp_path / "half.mkv", 30)[2].damaged
-    early = V.LumaReader(tmp_path / "half.mkv", info, 0, 9)
+    early = LumaReader(tmp_path / "half.mkv", info, 0, 9)
     assert len(list(early)) == 10 and early.damaged == []
 
 
 @pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
 def test_half_copied_clip_with_sound(tmp_path, suffix):
     src = make_clip(tmp_path / f"src{suffix}", frames=50, size=(64, 48), audio_streams=1)
-    assert V.probe(src).holes == ()
+    assert probe(src).holes == ()
     if suffix == ".mp4":  # the index (moov) is at the end: half a file cannot be read at all
         assert "truncated" in _message(half_copy(src, tmp_path / f"half{suffix}"))
         return
-    info = V.probe(half_copy(src, tmp_path / f"half{suffix}"))
+    info = probe(half_copy(src, tmp_path / f"half{suffix}"))
     tail = _tail(info)
     assert info.frame_count < 50 and abs(tail.last + 1 - 50) <= 2 and "truncated" in tail.reason
 
@@ -497,15 +516,15 @@ def test_half_copied_clip_with_sound(tmp_path, suffix):
 def test_whole_clips_are_not_cut(tmp_path, spec):
     spec = dict(spec)
     src = make_clip(tmp_path / f"clip{spec.pop('suffix')}", **{"frames": 30, **spec})
-    info = V.probe(src)
+    info = probe(src)
     assert info.holes == (), info.holes
-    reader = V.LumaReader(src, info)
+    reader = LumaReader(src, info)
     assert len(list(reader)) == info.frame_count and reader.damaged == []
 
 
 def test_sound_longer_than_the_picture_is_not_a_cut():
     """samples/carphone.mp4: 4.0 s of video, 7.3 s of sound."""
-    info = V.probe(Path(__file__).resolve().parents[2] / "samples" / "carphone.mp4")
+    info = probe(Path(__file__).resolve().parents[2] / "samples" / "carphone.mp4")
     assert info.holes == () and info.duration_s < 4.1
 
 
@@ -524,7 +543,7 @@ def test_a_last_frame_held_to_the_end_is_not_a_cut(tmp_path):
         packets[-1].duration = 100
         for packet in packets:
             out.mux(packet)
-    info = V.probe(path)
+    info = probe(path)
     with av.open(str(path)) as c:
         assert c.streams.video[0].metadata["DURATION"].startswith("00:00:04.36")
     assert info.frame_count == 10 and info.holes == ()
@@ -532,13 +551,13 @@ def test_a_last_frame_held_to_the_end_is_not_a_cut(tmp_path):
 
 def test_file_duration_counts_every_streams_packets(tmp_path):
     """Without a stream duration, the file's duration is compared with where all packets end."""
-    info = V.probe(make_clip(tmp_path / "c.mkv", frames=25, audio_streams=0))
+    info = probe(make_clip(tmp_path / "c.mkv", frames=25, audio_streams=0))
     end = Fraction(info.pts[-1]) * info.time_base
-    far = V._DeclaredEnd(end + 3, "file", others_end=end + 3)  # sound runs on: the picture is just shorter
-    assert V._cut_tail(info, far, None) is None
-    cut = V._cut_tail(info, V._DeclaredEnd(end + 3, "file", others_end=end), None)
+    far = _DeclaredEnd(end + 3, "file", others_end=end + 3)  # sound runs on: the picture is just shorter
+    assert _cut_tail(info, far, None) is None
+    cut = _cut_tail(info, _DeclaredEnd(end + 3, "file", others_end=end), None)
     assert cut is not None and cut.first == 25 and abs(cut.last - (25 + 75 - 1)) <= 1 and "for the file" in cut.reason
-    assert V._cut_tail(info, V._DeclaredEnd(end + Fraction(1, 25), "stream"), None) is None
+    assert _cut_tail(info, _DeclaredEnd(end + Fraction(1, 25), "stream"), None) is None
 
 
 def scramble_packets(src: Path, dst: Path, bad: set[int], keep: int = 24) -> Path:
@@ -560,8 +579,8 @@ def scramble_packets(src: Path, dst: Path, bad: set[int], keep: int = 24) -> Pat
 def test_frames_the_decoder_flags_corrupt_are_damage(tmp_path):
     src = make_clip(tmp_path / "src.mkv", frames=48, size=(96, 64), audio_streams=0)
     bad = scramble_packets(src, tmp_path / "bad.mkv", {20, 21})
-    info = V.probe(bad)
-    reader = V.LumaReader(bad, info)
+    info = probe(bad)
+    reader = LumaReader(bad, info)
     frames = list(reader)
     assert info.holes == () and len(frames) >= 46
     assert reader.damaged, "scrambled packets must not pass as a clean film"
@@ -588,8 +607,8 @@ def test_corrupt_flag_of_a_real_clip(tmp_path):
             q.pts, q.dts, q.time_base, q.is_keyframe = p.pts, p.dts, p.time_base, p.is_keyframe
             q.stream = out
             o.mux(q)
-    info = V.probe(bad)
-    reader = V.LumaReader(bad, info, 130, 269)
+    info = probe(bad)
+    reader = LumaReader(bad, info, 130, 269)
     list(reader)
     assert reader.damaged and all(big[0] <= d.first <= big[1] + 5 for d in reader.damaged), (big, reader.damaged)
     assert any(d.reason.startswith("decoded with errors") for d in reader.damaged), reader.damaged
@@ -619,8 +638,8 @@ def stray_clip(path: Path, stray: int, frames: int = 30, flicker: int | None = N
 
 def test_stray_frame_is_damage_and_a_brighter_frame_is_not(tmp_path):
     clip = stray_clip(tmp_path / "stray.mkv", stray=12, flicker=20)
-    info = V.probe(clip)
-    reader = V.LumaReader(clip, info)
+    info = probe(clip)
+    reader = LumaReader(clip, info)
     assert len(list(reader)) == 30
     assert [(d.first, d.last) for d in reader.damaged] == [(12, 12)]
     assert "unlike the frames on both sides" in reader.damaged[0].reason
@@ -628,24 +647,24 @@ def test_stray_frame_is_damage_and_a_brighter_frame_is_not(tmp_path):
 
 def test_stray_frame_at_a_range_start_is_judged_with_the_previous_readers_edge(tmp_path):
     clip = stray_clip(tmp_path / "stray.mkv", stray=12)
-    info = V.probe(clip)
-    before = V.LumaReader(clip, info, 0, 11)
+    info = probe(clip)
+    before = LumaReader(clip, info, 0, 11)
     assert len(list(before)) == 12 and before.damaged == [] and before.edge[0] == 11
-    alone = V.LumaReader(clip, info, 12, 29)
+    alone = LumaReader(clip, info, 12, 29)
     list(alone)
     assert alone.damaged == []  # the seek lands on frame 12 itself: nothing to compare it with
-    chained = V.LumaReader(clip, info, 12, 29, previous=before.edge)
+    chained = LumaReader(clip, info, 12, 29, previous=before.edge)
     list(chained)
     assert [d.first for d in chained.damaged] == [12]
-    last = V.LumaReader(clip, info, 5, 12)  # the range's last frame: judged with the frame that ends the range
+    last = LumaReader(clip, info, 5, 12)  # the range's last frame: judged with the frame that ends the range
     list(last)
     assert [d.first for d in last.damaged] == [12]
 
 
 def _clean_reference_damage() -> list[int]:
     """Frames of Megamind_bugy.avi that differ from the clean Megamind.avi (>0.2% of pixels by >40 levels)."""
-    bugy = V.LumaReader(DATA / "Megamind_bugy.avi")
-    clean = V.LumaReader(SHARED / "Megamind.avi")
+    bugy = LumaReader(DATA / "Megamind_bugy.avi")
+    clean = LumaReader(SHARED / "Megamind.avi")
     return [a.index for a, b in zip(bugy, clean, strict=True)
             if (np.abs(a.luma.astype(np.int16) - b.luma.astype(np.int16)) > 40).mean() > 0.002]
 
@@ -654,12 +673,12 @@ def _clean_reference_damage() -> list[int]:
 def test_megamind_bugy_damage_checked_against_the_clean_film():
     truth = _clean_reference_damage()
     assert len(truth) > 15  # the bugy clip's blocks, lines and bands, every ~5 frames up to frame 115
-    reader = V.LumaReader(DATA / "Megamind_bugy.avi")
+    reader = LumaReader(DATA / "Megamind_bugy.avi")
     list(reader)
     found = [d.first for d in reader.damaged]
     assert set(found) <= set(truth), sorted(set(found) - set(truth))  # no clean frame reported
     assert {40, 75, 95, 100} <= set(found)  # the big blocks, the mirrored frame and the black band
-    clean = V.LumaReader(SHARED / "Megamind.avi")
+    clean = LumaReader(SHARED / "Megamind.avi")
     assert len(list(clean)) == 270 and clean.damaged == []
 
 
@@ -677,13 +696,13 @@ def test_colour_is_judged_past_a_black_opening(tmp_path):
             f.pts = k
             out.mux(s.encode(f))
         out.mux(s.encode(None))
-    info = V.probe(path)
+    info = probe(path)
     assert info.is_color and info.chroma > 5
-    gray = V.probe(make_clip(tmp_path / "gray.mkv", frames=20, codec="ffv1", pix_fmt="gray", audio_streams=0))
+    gray = probe(make_clip(tmp_path / "gray.mkv", frames=20, codec="ffv1", pix_fmt="gray", audio_streams=0))
     assert not gray.is_color and gray.chroma == 0
 
 
 @pytest.mark.skipif(not (SHARED / "Megamind.avi").exists(), reason="needs Megamind.avi")
 def test_megamind_is_a_colour_film_though_it_opens_on_black():
-    info = V.probe(SHARED / "Megamind.avi")
+    info = probe(SHARED / "Megamind.avi")
     assert info.is_color and info.chroma > 10

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from media import make_clip, read_video_frames
 
 from restorer.cli import main
-from restorer.io.video import probe
+from restorer.io.probe import probe
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 FAST = ("--preset", "stencil", "--tracker", "static", "--quiet")

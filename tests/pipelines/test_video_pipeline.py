@@ -25,7 +25,7 @@ from media import audio_packets, frame_times, make_clip, read_video_frames
 
 from restorer.cli import main
 from restorer.io.color import hue_difference_deg, lab_chroma, lab_hue_deg, srgb_to_lab, ypbpr_to_rgb
-from restorer.io.video import probe
+from restorer.io.probe import probe
 from restorer.models.colornames import parse_color
 
 # Two instances on a 64x48 (or larger) frame, far enough apart to leave background between them.
