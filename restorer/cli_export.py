@@ -1,7 +1,7 @@
 """``restorer export onnx``: write tiny's ONNX graphs into a folder that ``--runtime onnx --weights DIR`` runs.
 
 It parses and checks (no model loads before the refusals), then calls
-:func:`restorer.models.mtcolor.onnx_runtime.export_from_weights`. Errors are
+:func:`restorer.models.mtcolor.onnx_export.export_from_weights`. Errors are
 :class:`restorer.errors.RestorerError` and reach the main group's handler.
 """
 
@@ -44,7 +44,7 @@ def export_onnx(preset: str, output: Path, weights: Path | None, overwrite: bool
     preflight(chosen, weights=weights, runtime="onnx")  # tiny only, the packages, the weights folder
     require_onnxruntime(export=True)
     from restorer.models.mtcolor.loading import resolve
-    from restorer.models.mtcolor.onnx_runtime import export_from_weights
+    from restorer.models.mtcolor.onnx_export import export_from_weights
 
     folder = export_from_weights(resolve(weights, "RESTORER_WEIGHTS"), dict(chosen.options), output)
     click.echo(f"wrote {folder} (run it with `restorer colorize --runtime onnx --weights {folder}`)")

@@ -66,13 +66,19 @@ class AnchorsEngine:
     has_automatic = True
 
     def __init__(self, model: Any, features: Any, *, size: int = 256, anchors: int = 8, sample_top: int = 8,
-                 kmeans_iterations: int = 10, device: str = "cpu"):
-        self.model, self.features = model.eval(), features.eval()
+                 kmeans_iterations: int = 10, device: str = "cpu", encoder: Any = None, runtime: str = "torch"):
+        """``model``: the DiscoModel, or its ONNX Runtime stand-in (``generate``, ``bin_colour``, ``pixel_cell``,
+        ``config.cell``); ``encoder``: ``(small luma, gray) -> model.encode's outputs``, by default the torch
+        ``features`` and ``model``."""
         self.size, self.n_anchors, self.sample_top = int(size), int(anchors), int(sample_top)
         self.kmeans_iterations = int(kmeans_iterations)
-        self.device = str(device)
-        self.model.to(self.device).float()
-        self.features.to(self.device).float()
+        self.device, self.runtime = str(device), runtime
+        self.model, self.features = model, features
+        if isinstance(model, torch.nn.Module):
+            self.model.eval().to(self.device).float()
+        if features is not None:
+            self.features.eval().to(self.device).float()
+        self.encoder = encoder or TorchEncoder(model, features)
 
     # -- the contract ---------------------------------------------------------------------------------
     def validate(self, ctx: ShotContext) -> None:
@@ -94,7 +100,7 @@ class AnchorsEngine:
         return check_chroma(self.colorize(frame.luma)[0], self.name)
 
     def close(self) -> None:
-        self.model = self.features = None
+        self.model = self.features = self.encoder = None
 
     # -- one frame ------------------------------------------------------------------------------------
     def working_size(self, height: int, width: int) -> tuple[int, int]:
@@ -115,10 +121,7 @@ class AnchorsEngine:
         size = self.working_size(*luma.shape)
         small = resize(full, size)
         gray = resize(full, (size[0] // 2, size[1] // 2)) * 2 - 1  # the model's pixel level
-        pyramid = {k: v.float() for k, v in self.features.pyramid(small).items()}
-        assoc = model.associate(gray)
-        tokens = model.tokens(gray, pyramid, assoc)
-        logits, feats = model.model_colours(tokens)
+        assoc, tokens, logits, feats, s8 = self.encoder(small, gray)
         index = locate(F.normalize(feats[0], dim=-1), self.n_anchors, self.kmeans_iterations)
         ab = anchor_colours(model, logits[0, index], seed, self.sample_top)
         if colours is not None:
@@ -128,9 +131,8 @@ class AnchorsEngine:
         mask = torch.zeros(1, n, dtype=torch.bool, device=tokens.device)
         mask[0, index] = True
         table = torch.zeros(1, n, 2, device=tokens.device)
-        table[0, index] = ab
-        token_ab = model.spread(model.affinity(tokens, mask), table)
-        pixels = model.refine(gray, pyramid, assoc, token_ab)
+        table[0, index] = ab.to(table.device)
+        pixels = model.generate(gray, assoc, s8, tokens, mask, table)
         cell = model.config.cell
         grid = (size[0] // cell, size[1] // cell)
         return pixels[0].permute(1, 2, 0).float().cpu().numpy(), Anchors(index.cpu(), ab.cpu(), grid)
@@ -153,6 +155,17 @@ class AnchorsEngine:
                 cover = cv2.resize(mask.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
                 ab = ab + cover[..., None] * (colour - ab)
         return ab
+
+
+class TorchEncoder:
+    """The first half of a frame in torch: EfficientNet's pyramid of the small luma, then ``model.encode``."""
+
+    def __init__(self, model: Any, features: Any):
+        self.model, self.features = model, features
+
+    def __call__(self, small: torch.Tensor, gray: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        pyramid = {k: v.float() for k, v in self.features.pyramid(small).items()}
+        return self.model.encode(gray, pyramid)
 
 
 def anchor_colours(model: Any, logits: torch.Tensor, seed: int | None, top: int) -> torch.Tensor:

@@ -54,14 +54,15 @@ from restorer.models.mtcolor.features import PYRAMIDS
 AB_NORM = 110.0  # a*b* / 110 is about [-1, 1], as DISCO normalises
 
 
-def sine_positions(gy: int, gx: int, dim: int, device=None) -> torch.Tensor:
-    """(gy * gx, dim) sine codes of the cell centres (row-major), positions scaled by the long side."""
-    long = max(gy, gx)
-    ys = (torch.arange(gy, device=device, dtype=torch.float32) + 0.5) / long
-    xs = (torch.arange(gx, device=device, dtype=torch.float32) + 0.5) / long
-    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+def sine_positions(like: torch.Tensor, dim: int) -> torch.Tensor:
+    """(gy * gx, dim) sine codes of the cell centres (row-major) of a (B, C, gy, gx) grid ``like``, positions
+    scaled by the long side. Made from the grid itself, so an exported graph keeps any grid size."""
+    ones = torch.ones_like(like[0, 0], dtype=torch.float32)  # (gy, gx)
+    yy, xx = ones.cumsum(0) - 0.5, ones.cumsum(1) - 0.5
+    long = torch.maximum(yy[-1:, :1], xx[:1, -1:]) + 0.5
+    yy, xx = yy / long, xx / long
     quarter = dim // 4
-    freq = torch.exp(torch.arange(quarter, device=device, dtype=torch.float32) * (-math.log(100.0) / quarter))
+    freq = torch.exp(torch.arange(quarter, device=like.device, dtype=torch.float32) * (-math.log(100.0) / quarter))
     parts = []
     for coord in (yy.flatten(), xx.flatten()):
         angle = coord[:, None] * freq[None] * 2 * math.pi
@@ -146,9 +147,8 @@ class DiscoModel(ModelMixin, ConfigMixin):
         x = torch.cat(maps, dim=1)
         a4 = F.avg_pool2d(assoc.detach(), 2)  # the association at 1/4 scale still sums to 1 per pixel
         pooled = sp_pool(a4, x, cell // 4)  # (B, C, gy, gx)
-        b, c, gy, gx = pooled.shape
         t = self.token_in(pooled.flatten(2).transpose(1, 2))
-        return t + sine_positions(gy, gx, self.config.dim, t.device).to(t.dtype)[None]
+        return t + sine_positions(pooled, self.config.dim).to(t.dtype)[None]
 
     # -- colour modeler ---------------------------------------------------------------------------------
     def model_colours(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,7 +164,8 @@ class DiscoModel(ModelMixin, ConfigMixin):
         logits = self.query(h) @ self.key(h).transpose(1, 2) / math.sqrt(h.shape[-1])
         logits = logits.float().masked_fill(~anchors[:, None, :], float("-inf"))
         aff = F.softmax(logits, dim=-1)
-        eye = torch.eye(anchors.shape[1], device=aff.device, dtype=aff.dtype)[None]
+        order = torch.ones_like(anchors[0], dtype=aff.dtype).cumsum(0)  # 1..N, from the input (any N when exported)
+        eye = (order[:, None] == order[None, :]).to(aff.dtype)[None]
         return torch.where(anchors[..., None], eye, aff).to(tokens.dtype)
 
     @staticmethod
@@ -176,14 +177,36 @@ class DiscoModel(ModelMixin, ConfigMixin):
                token_ab: torch.Tensor) -> torch.Tensor:
         """The primitives' a*b* (B, N, 2) -> pixel a*b* (B, 2, h, w) at the pixel level: SP-diffused, plus the
         refinement's bounded residual."""
-        b, n, _ = token_ab.shape
-        gy, gx = gray.shape[-2] // self.pixel_cell, gray.shape[-1] // self.pixel_cell
-        v = token_ab.transpose(1, 2).reshape(b, 2, gy, gx)
-        coarse = sp_diffuse(assoc.detach(), v, self.pixel_cell)
-        s8 = F.interpolate(self.projections["s8"](pyramid["s8"].to(gray.dtype)), size=gray.shape[-2:],
-                           mode="bilinear", align_corners=False)
+        return self.refine_projected(gray, self.projected_s8(pyramid, gray.dtype), assoc, token_ab)
+
+    def projected_s8(self, pyramid: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+        """The 1/8 features the refinement reads, projected (at their own size)."""
+        return self.projections["s8"](pyramid["s8"].to(dtype))
+
+    def refine_projected(self, gray: torch.Tensor, s8: torch.Tensor, assoc: torch.Tensor,
+                         token_ab: torch.Tensor) -> torch.Tensor:
+        """:meth:`refine` given :meth:`projected_s8`."""
+        b = token_ab.shape[0]
+        cell = self.pixel_cell
+        v = token_ab.transpose(1, 2).reshape(b, 2, gray.shape[-2] // cell, gray.shape[-1] // cell)
+        coarse = sp_diffuse(assoc.detach(), v, cell)
+        s8 = F.interpolate(s8, size=gray.shape[-2:], mode="bilinear", align_corners=False)
         x = torch.cat([gray, coarse / AB_NORM, s8], dim=1)
         return coarse + torch.tanh(self.refine_net(x)) * (self.config.refine_range * AB_NORM)
+
+    # -- the two halves of inference (the anchors are chosen between them; each is one ONNX graph) -------
+    def encode(self, gray: torch.Tensor, pyramid: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Everything before the anchors: (association, tokens, bin logits, locator features, projected s8)."""
+        assoc = self.associate(gray)
+        tokens = self.tokens(gray, pyramid, assoc)
+        logits, feats = self.model_colours(tokens)
+        return assoc, tokens, logits, feats, self.projected_s8(pyramid, gray.dtype)
+
+    def generate(self, gray: torch.Tensor, assoc: torch.Tensor, s8: torch.Tensor, tokens: torch.Tensor,
+                 anchors: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """Given the anchors ((B, N) bool) and their colours (``table`` (B, N, 2), other rows unread): the pixels'
+        a*b* (B, 2, h, w)."""
+        return self.refine_projected(gray, s8, assoc, self.spread(self.affinity(tokens, anchors), table))
 
     def bin_colour(self, index: torch.Tensor) -> torch.Tensor:
         """Bin indices -> their centres' a*b*."""

@@ -24,33 +24,29 @@ OFFSETS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
 
 
 def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """y[..., i, j] = x[..., i + dy, j + dx], zero outside."""
-    h, w = x.shape[-2:]
-    out = torch.zeros_like(x)
-    ys, yd = (slice(dy, h), slice(0, h - dy)) if dy >= 0 else (slice(0, h + dy), slice(-dy, h))
-    xs, xd = (slice(dx, w), slice(0, w - dx)) if dx >= 0 else (slice(0, w + dx), slice(-dx, w))
-    out[..., yd, xd] = x[..., ys, xs]
-    return out
+    """y[..., i, j] = x[..., i + dy, j + dx], zero outside (|dy|, |dx| <= 1: the candidates' offsets).
+
+    Padding and constant crops, so an exported graph keeps any grid size."""
+    padded = F.pad(x, (1, 1, 1, 1))
+    return padded[..., 1 + dy:(dy - 1) or None, 1 + dx:(dx - 1) or None]
 
 
-def candidate_valid(h: int, w: int, cell: int, device=None) -> torch.Tensor:
-    """(1, 9, H, W) bool: the candidate cell of each pixel lies inside the grid."""
-    gy, gx = h // cell, w // cell
-    ones = torch.ones(1, 1, gy, gx, device=device)
+def candidate_valid(like: torch.Tensor, cell: int) -> torch.Tensor:
+    """(1, 9, H, W) bool for a (B, C, H, W) pixel map ``like``: each pixel's candidate cell lies inside the grid."""
+    ones = torch.ones_like(like[:1, :1, ::cell, ::cell], dtype=torch.float32)  # (1, 1, H/cell, W/cell)
     valid = torch.cat([_shift(ones, dy, dx) for dy, dx in OFFSETS], dim=1)  # at cell (i, j): cell (i+dy, j+dx) exists
     return F.interpolate(valid, scale_factor=cell, mode="nearest") > 0
 
 
 def associate(logits: torch.Tensor, cell: int) -> torch.Tensor:
     """(B, 9, H, W) logits -> the association map: a softmax over the candidates inside the grid."""
-    valid = candidate_valid(logits.shape[-2], logits.shape[-1], cell, logits.device)
+    valid = candidate_valid(logits, cell)
     return F.softmax(logits.float().masked_fill(~valid, float("-inf")), dim=1).to(logits.dtype)
 
 
 def sp_pool(assoc: torch.Tensor, x: torch.Tensor, cell: int, eps: float = 1e-6) -> torch.Tensor:
     """(B, 9, H, W) association, (B, C, H, W) pixel properties -> (B, C, H/cell, W/cell) superpixel means."""
-    num = torch.zeros(x.shape[0], x.shape[1], x.shape[2] // cell, x.shape[3] // cell, dtype=x.dtype, device=x.device)
-    den = torch.zeros_like(num[:, :1])
+    num = den = 0
     for k, (dy, dx) in enumerate(OFFSETS):
         a = assoc[:, k:k + 1]
         # pixels of cell (i, j) with candidate k feed cell (i + dy, j + dx)

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from restorer.models.mtcolor import onnx_runtime as O
+from restorer.models import ort
+from restorer.models.mtcolor import onnx_export as O
 
 from .helpers import tiny_model
 
@@ -29,7 +30,7 @@ def _unet_inputs(model, h: int, w: int, instances: int, seed: int = 0) -> tuple[
 
 
 def _ort(path, args) -> np.ndarray:
-    sess = O.session(path, threads=1)
+    sess = ort.session(path, threads=1)
     names = [i.name for i in sess.get_inputs()]
     return sess.run(None, {n: a.numpy() for n, a in zip(names, args, strict=True)})[0]
 
