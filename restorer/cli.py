@@ -228,7 +228,8 @@ def shots() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace an existing file.")
 def shots_init(film, output, overwrite):
     """Detect the shots of FILM and write an editable shots.yaml template."""
-    from restorer.pipelines.shots import init_template, probe_film
+    from restorer.shots.detect import init_template
+    from restorer.shots.resolve import probe_film
 
     n = init_template(film, output, overwrite=overwrite)
     info = probe_film(film)
@@ -247,13 +248,13 @@ def shots_init(film, output, overwrite):
               help="Local SAM2 folder (points-only instances need it).")
 def shots_check(film, shots_yaml, preset, tracker, sam2):
     """Check SHOTS_YAML against FILM: syntax, ranges, regions, colour names."""
-    from restorer.pipelines.shots import check_shots
     from restorer.presets import DEFAULT_PRESET, load_preset, open_engine
+    from restorer.shots.resolve import check_shots, has_segmenter
 
     chosen = load_preset(preset or DEFAULT_PRESET)
     engine = open_engine(chosen) if chosen.engine == "stencil" else None  # diffusion engines read free text
     resolved = check_shots(film, shots_yaml, engine=engine,
-                           segmenter_available=tracker == "sam2" or sam2 is not None)
+                           segmenter_available=has_segmenter(tracker, sam2))
     for s in resolved:
         names = ", ".join(f"{i.name} ({i.text})" for i in s.instances) or "no instances"
         kind = "detected" if s.detected else "from file"
@@ -285,7 +286,7 @@ def shots_preview_cmd(film, shots_yaml, output, every, tracker, sam2, overwrite)
 @shots.command("schema")
 def shots_schema_cmd():
     """Print the JSON schema of shots.yaml (for editors)."""
-    from restorer.config import shots_schema
+    from restorer.shots.schema import shots_schema
 
     click.echo(json.dumps(shots_schema(), indent=2))
 

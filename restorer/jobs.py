@@ -79,7 +79,7 @@ def notes_fingerprint(path: Path | None) -> dict[str, Any] | None:
     """A shots.yaml's text and the mask PNGs it names (relative to it), so editing either counts.
 
     The file is untrusted (a sidecar from someone else's drop folder): a mask is hashed only when its
-    path passes :func:`restorer.config.contained_path`, a regular file inside the shots file's folder.
+    path passes :func:`restorer.shots.paths.contained_path`, a regular file inside the shots file's folder.
     Any other ``mask:`` is recorded as ``"refused"`` (or ``"missing"``) without reading or walking
     anything; the shots loader then refuses the file with its line. Never a folder, never
     :func:`tree_fingerprint`.
@@ -88,7 +88,7 @@ def notes_fingerprint(path: Path | None) -> dict[str, Any] | None:
         return None
     import yaml
 
-    from restorer.config import UnsafePath, contained_path
+    from restorer.shots.paths import UnsafePath, contained_path
 
     text = Path(path).read_text(encoding="utf-8", errors="replace")
     masks: set[str] = set()

@@ -11,18 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from restorer.config import (
-    ShotsFile,
-    find_sidecar,
-    format_time,
-    load_shots,
-    parse_time,
-    resolve_shots,
-    shots_schema,
-)
 from restorer.errors import ShotsError
+from restorer.shots.load import load_shots
+from restorer.shots.paths import find_sidecar
+from restorer.shots.resolve import resolve_shots
+from restorer.shots.schema import ShotsFile, format_time, parse_time, shots_schema
 
-SIZE = (320, 240)  # width, height
+SIZE = (240, 320)  # height, width
 
 SAMPLE = """\
 version: 1
@@ -153,12 +148,12 @@ def test_prompt_frame_defaults_to_shot_start(tmp_path):
 
 def test_mask_is_loaded_relative_to_the_file(tmp_path):
     (tmp_path / "masks").mkdir()
-    mask = np.zeros((SIZE[1], SIZE[0]), dtype=np.uint8)
+    mask = np.zeros(SIZE, dtype=np.uint8)
     mask[10:20, 30:40] = 255
     Image.fromarray(mask).save(tmp_path / "masks" / "car.png")
     shots = resolve(load_shots(write(tmp_path, shot_with("mask: masks/car.png"))), 48)
     got = shots[0].instances[0].prompts[0].mask
-    assert got.dtype == bool and got.shape == (SIZE[1], SIZE[0]) and got.sum() == 100
+    assert got.dtype == bool and got.shape == SIZE and got.sum() == 100
 
 
 def test_find_sidecar(tmp_path):

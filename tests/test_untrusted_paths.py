@@ -19,9 +19,10 @@ from click.testing import CliRunner
 from media import make_clip
 from PIL import Image
 
-from restorer.config import load_shots, resolve_shots
 from restorer.errors import InputError, ShotsError
 from restorer.jobs import input_fingerprint, notes_fingerprint
+from restorer.shots.load import load_shots
+from restorer.shots.resolve import resolve_shots
 
 W, H = 64, 48
 FAST = ("--preset", "stencil", "--tracker", "static", "--quiet")
@@ -79,7 +80,7 @@ def test_a_mask_outside_the_shots_folder_is_one_error_at_its_line(place, case) -
     path = place["inbox"] / "shots.yaml"
     path.write_text(shots_text(mask))
     with pytest.raises(ShotsError) as info:
-        resolve_shots(load_shots(path), frame_count=1, size=(W, H))
+        resolve_shots(load_shots(path), frame_count=1, size=(H, W))
     msg = str(info.value)
     assert msg.startswith(f"{path}:{MASK_LINE}: "), msg
     assert (mask if case == "missing" else repr(mask)) in msg and FIX in msg and "\n" not in msg, msg
@@ -99,7 +100,7 @@ def test_good_relative_masks_still_work(place) -> None:
     for name in ("masks/car.png", "./masks/car.png", "masks/../masks/car.png", "inner-link.png"):
         path = place["inbox"] / "shots.yaml"
         path.write_text(shots_text(name))
-        (shot,) = resolve_shots(load_shots(path), frame_count=1, size=(W, H))
+        (shot,) = resolve_shots(load_shots(path), frame_count=1, size=(H, W))
         assert shot.instances[0].prompts[0].mask.sum() == 20 * 30, name
 
 
@@ -216,7 +217,7 @@ def _mk(path: Path) -> Path:
 @pytest.mark.parametrize("field,value", [("image", "../outside/x.png"), ("masks", "/etc/passwd"),
                                          ("image", "/"), ("masks", "link.png")])
 def test_a_dataset_record_cannot_name_files_outside_its_folder(tmp_path, field, value) -> None:
-    from restorer.pipelines.dataset import load_record, read_dataset
+    from restorer.training.dataset.records import load_record, read_dataset
 
     root = tmp_path / "data"
     save_mask(tmp_path / "outside" / "x.png")
@@ -234,7 +235,7 @@ def test_a_dataset_record_cannot_name_files_outside_its_folder(tmp_path, field, 
 
 
 def test_good_dataset_records_still_load(tmp_path) -> None:
-    from restorer.pipelines.dataset import load_record, read_dataset
+    from restorer.training.dataset.records import load_record, read_dataset
 
     root = tmp_path / "data"
     good_record_files(root, "a")

@@ -28,7 +28,7 @@ from restorer.jobs import (
     settings_fingerprint,
 )
 from restorer.models.engine import FrameInput, InstanceText, ShotContext, check_chroma
-from restorer.pipelines.frames import check_texts, full_chroma, prompt_mask
+from restorer.pipelines.frames import full_chroma
 from restorer.pipelines.options import ColorizeOptions, shot_seed
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class PhotoResult:
 def _unit_key(task: PhotoTask, shots: Path | None = None) -> str:
     """A photo's unit of work: its source (as it is now), its notes and its output. The set of photos
     may change between runs (an archive grows, a bad scan is removed) without redoing finished ones."""
-    from restorer.config import find_sidecar
+    from restorer.shots.paths import find_sidecar
 
     notes = shots or find_sidecar(task.source)
     ident = settings_fingerprint({"source": str(task.source.resolve()), "output": str(task.output.resolve()),
@@ -121,7 +121,8 @@ def preflight(inputs: list[Path], output: Path, opts: ColorizeOptions) -> list[P
     photo's broken sidecar are refused here; in a batch a photo's own broken sidecar or scan is
     skipped with an error later, so that one bad scan does not stop an archive.
     """
-    from restorer.config import find_sidecar, load_shots
+    from restorer.shots.load import load_shots
+    from restorer.shots.paths import find_sidecar
 
     for src in inputs:
         require_file(src)
@@ -303,45 +304,28 @@ class PhotoColorizationPipeline:
         return warnings
 
     def _masks(self, shot, luma: np.ndarray) -> np.ndarray:
-        """(N, H, W) bool, one per instance: a mask prompt as drawn; a box refined to the object in it
-        (SAM2 with ``--sam2``, else GrabCut on the luma; the rectangle with ``box_refine="off"``)."""
-        size = luma.shape
-        if not shot.instances:
-            return np.zeros((0, *size), dtype=bool)
-        prompts = [i.prompts[0] for i in shot.instances]
-        found = {}
-        if self.opts.sam2 is not None and self.opts.box_refine != "off":
-            found = self._sam2_boxes(shot, luma)
-        return np.stack([found[k] if k in found else prompt_mask(p, size, luma, self.opts.box_refine)
-                         for k, p in enumerate(prompts)])
+        """(N, H, W) bool, one per instance, every prompt of it drawn as a film's tracker draws it on the prompt's
+        frame (:func:`restorer.pipelines.tracking.photo_masks`)."""
+        from restorer.pipelines.tracking import photo_masks
 
-    def _sam2_boxes(self, shot, luma: np.ndarray) -> dict[int, np.ndarray]:
-        """SAM2's mask for each instance drawn by a box alone (by index; none where SAM2 found nothing)."""
-        import tempfile
+        return photo_masks(shot, luma, self.opts, self._sam2_tracker)
 
-        from restorer.models.tracking import InstancePrompts, Prompt, ShotPrompts, open_tracker, track_shot
+    def _sam2_tracker(self):
+        """SAM2 for single pictures, loaded once per run, on the first photo that needs it."""
+        if getattr(self, "_sam2", None) is None:
+            from restorer.models.tracking import open_tracker
 
-        boxed = [k for k, i in enumerate(shot.instances) if i.prompts[0].mask is None and i.prompts[0].box is not None]
-        if not boxed:
-            return {}
-        if getattr(self, "_sam2", None) is None:  # loaded once per run, on the first boxed photo
             device = getattr(self.engine, "device", None)
             self._sam2 = open_tracker("sam2", self.opts.sam2, device=None if device is None else str(device))
-        one = ShotPrompts(0, 0, tuple(luma.shape), tuple(
-            InstancePrompts(i.name, (Prompt(0, box=tuple(map(float, i.prompts[0].box))),))
-            for i in (shot.instances[k] for k in boxed)))
-        with tempfile.TemporaryDirectory(prefix="restorer-sam2-") as scratch:
-            masks = track_shot(self._sam2, one, lambda a, b: iter([(0, luma)]), scratch).get(0)
-        return {k: masks[j] for j, k in enumerate(boxed) if masks[j].any()}
+        return self._sam2
 
     def _shot(self, source: Path, size: tuple[int, int]):
-        from restorer.config import find_sidecar, load_shots, resolve_shots
+        """The photo's one shot: its shots file (``--shots`` or its sidecar) resolved as a film's is."""
+        from restorer.shots.paths import find_sidecar
+        from restorer.shots.resolve import FilmInfo, has_segmenter, resolve
 
-        path = self.opts.shots or find_sidecar(source)
-        shots_file = load_shots(path) if path else None
-        check_texts(self.engine, shots_file)
-        (shot,) = resolve_shots(shots_file, frame_count=1, size=(size[1], size[0]), frame_rate=None,
-                                detected_cuts=[], segmenter_available=False)
+        (shot,) = resolve(self.opts.shots or find_sidecar(source), FilmInfo(1, size[1], size[0], None),
+                          engine=self.engine, segmenter=has_segmenter(self.opts.tracker, self.opts.sam2), cuts=[])
         return shot
 
 

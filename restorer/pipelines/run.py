@@ -53,10 +53,11 @@ def preflight(kind: str, inputs: list[Path], output: Path, opts: ColorizeOptions
 
         photo_preflight(inputs, output, opts)
         return None
-    from restorer.config import find_sidecar, load_shots
     from restorer.io.mux import check_container
     from restorer.io.probe import probe
     from restorer.jobs import check_output, require_file
+    from restorer.shots.load import load_shots
+    from restorer.shots.paths import find_sidecar
 
     film = inputs[0]
     if opts.variants > 1:

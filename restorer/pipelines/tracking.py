@@ -2,7 +2,9 @@
 
 The tracker is opened once per run; each shot with instances is tracked into a
 compressed mask store inside the job folder, so a resumed job does not re-track
-finished shots and ``--save-masks`` can export what was used.
+finished shots and ``--save-masks`` can export what was used. A photo's one frame
+(:func:`photo_masks`) is drawn from the same prompts the same way: refined boxes, then
+:func:`restorer.shots.regions.prompt_region`.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ def with_anchor_instances(shot):
         return shot
     from dataclasses import replace
 
-    from restorer.config import ResolvedInstance, ResolvedPrompt
+    from restorer.shots.resolve import ResolvedInstance, ResolvedPrompt
 
     extra = [ResolvedInstance(f"anchor {k + 1}", a.color, [ResolvedPrompt(frame=a.frame, points=[(a.x, a.y)])])
              for k, a in enumerate(anchors)]
@@ -114,3 +116,59 @@ class AnchorTracks:
 def _centre(mask: np.ndarray) -> tuple[float, float] | None:
     ys, xs = np.nonzero(mask)
     return (float(xs.mean()), float(ys.mean())) if len(xs) else None
+
+
+def prompt_mask(prompt, size: tuple[int, int], luma: np.ndarray | None = None,
+                box_refine: str = "grabcut") -> np.ndarray:
+    """The region a prompt draws without a segmenter, as a film's tracker draws it on the prompt's frame.
+
+    Given the picture's ``luma``, a box is refined to the object inside it
+    (:func:`restorer.models.tracking.refine.refine_prompt`) unless ``box_refine`` is ``"off"``; then
+    :func:`restorer.shots.regions.prompt_region` draws it (a mask as is, a box with its points)."""
+    from restorer.models.tracking.refine import check_mode, refine_prompt
+    from restorer.shots.regions import prompt_region
+
+    if luma is not None and check_mode(box_refine) != "off":
+        prompt = refine_prompt(prompt, luma, size)
+    return prompt_region(prompt, size)
+
+
+def photo_masks(shot, luma: np.ndarray, opts: ColorizeOptions, sam2=None) -> np.ndarray:
+    """(N, H, W) bool, one per instance of a photo's shot: the union of all its prompts' regions.
+
+    A mask prompt is as drawn. SAM2 (``sam2()`` opens it, once per run) segments a box with ``--sam2``
+    (unless ``box_refine`` is off) and points alone where :func:`restorer.shots.resolve.has_segmenter`
+    says a segmenter runs; every other prompt, and one SAM2 finds nothing for, is :func:`prompt_mask`.
+    """
+    size = luma.shape
+    if not shot.instances:
+        return np.zeros((0, *size), dtype=bool)
+    found = _segmented(shot, luma, opts, sam2) if sam2 is not None else {}
+    out = np.zeros((len(shot.instances), *size), dtype=bool)
+    for k, inst in enumerate(shot.instances):
+        for j, p in enumerate(inst.prompts):
+            region = found.get((k, j))
+            out[k] |= region if region is not None else prompt_mask(p, size, luma, opts.box_refine)
+    return out
+
+
+def _segmented(shot, luma: np.ndarray, opts: ColorizeOptions, sam2) -> dict[tuple[int, int], np.ndarray]:
+    """SAM2's region of each prompt it should draw, by (instance, prompt); none where it found nothing."""
+    import tempfile
+    from dataclasses import replace
+
+    from restorer.models.tracking import ShotPrompts, track_shot
+    from restorer.shots.resolve import ResolvedInstance, has_segmenter
+
+    points = has_segmenter(opts.tracker, opts.sam2)
+    boxes = opts.sam2 is not None and opts.box_refine != "off"
+    wanted = [(k, j) for k, inst in enumerate(shot.instances) for j, p in enumerate(inst.prompts)
+              if p.mask is None and (boxes if p.box is not None else points)]
+    if not wanted:
+        return {}
+    each = [ResolvedInstance(f"{shot.instances[k].name} {j + 1}", shot.instances[k].text,
+                             [replace(shot.instances[k].prompts[j], frame=0)]) for k, j in wanted]
+    one = ShotPrompts.from_resolved(replace(shot, start=0, end=0, instances=each), luma.shape)
+    with tempfile.TemporaryDirectory(prefix="restorer-sam2-") as scratch:
+        masks = track_shot(sam2(), one, lambda a, b: iter([(0, luma)]), scratch).get(0)
+    return {kj: masks[n] for n, kj in enumerate(wanted) if masks[n].any()}

@@ -16,13 +16,13 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from restorer.config import find_sidecar
 from restorer.console import Stopwatch
 from restorer.errors import DamagedInputError, InputError, RestorerError
 from restorer.jobs import Job, check_output, input_fingerprint, notes_fingerprint, require_file
 from restorer.models.engine import FrameInput, InstanceText, ShotContext, check_chroma
-from restorer.pipelines.frames import check_texts, full_chroma
+from restorer.pipelines.frames import full_chroma
 from restorer.pipelines.options import ColorizeOptions, shot_seed
+from restorer.shots.paths import find_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -68,33 +68,17 @@ def plan_segments(shots: list, chunk_frames: int) -> list[Segment]:
 
 
 def load_film_shots(film: Path, info, opts: ColorizeOptions, job: Job | None = None, engine=None) -> list:
-    """shots.yaml (given, or the film's sidecar) resolved against the film; gaps get detected shots.
+    """shots.yaml (given, or the film's sidecar) resolved against the film (:func:`restorer.shots.resolve.resolve`);
+    gaps get detected shots, the cuts detected once per job.
 
     With ``engine``, its check of the instance texts runs first, errors pointing at the file's line.
     """
-    from restorer.config import load_shots, resolve_shots
-    from restorer.pipelines.shots import detect_cuts
+    from restorer.shots.detect import detect_cuts
+    from restorer.shots.resolve import has_segmenter, resolve
 
-    shots_path = opts.shots or find_sidecar(film)
-    shots_file = load_shots(shots_path) if shots_path else None
-    check_texts(engine, shots_file)
-    cuts = None
-    if shots_file is None or not _covers_all(shots_file, info):
-        cuts = _cached_cuts(film, job, detect_cuts)
-    return resolve_shots(shots_file, frame_count=info.frame_count, size=(info.width, info.height),
-                         frame_rate=info.frame_rate, frame_at=info.frame_at, detected_cuts=cuts,
-                         segmenter_available=opts.tracker == "sam2" or opts.sam2 is not None)
-
-
-def _covers_all(shots_file, info) -> bool:
-    from restorer.config import resolve_shots
-    try:
-        shots = resolve_shots(shots_file, frame_count=info.frame_count, size=(info.width, info.height),
-                              frame_rate=info.frame_rate, frame_at=info.frame_at, detected_cuts=[],
-                              segmenter_available=True)
-    except Exception:  # the real resolve below reports the problem with its line
-        return True
-    return not any(s.detected for s in shots)
+    return resolve(opts.shots or find_sidecar(film), info, engine=engine,
+                   segmenter=has_segmenter(opts.tracker, opts.sam2),
+                   detect=lambda: _cached_cuts(film, job, detect_cuts))
 
 
 def _cached_cuts(film: Path, job: Job | None, detect) -> list[int]:

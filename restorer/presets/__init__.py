@@ -48,7 +48,7 @@ def load_preset(name_or_path: str) -> Preset:
     """A shipped preset by name, or a user's YAML file by path.
 
     Options that name a path (``base_config``, a folder) follow the rule of every path inside a file
-    (:func:`restorer.config.contained_path`): relative to the preset file, resolving (symlinks
+    (:func:`restorer.shots.paths.contained_path`): relative to the preset file, resolving (symlinks
     followed) inside its folder, never read from the current folder or from anywhere else. They come
     back resolved, as absolute paths. A folder elsewhere is named on the command line or in the
     environment instead (``RESTORER_SD15_CONFIG``).
@@ -76,7 +76,7 @@ def load_preset(name_or_path: str) -> Preset:
         first = str(exc).splitlines()
         raise InputError(f"invalid preset: {' '.join(first[:3])}", path=where,
                          hint="see `restorer presets` for the shipped examples") from None
-    from restorer.config import UnsafePath, contained_path
+    from restorer.shots.paths import UnsafePath, contained_path
 
     for key in ("base_config",):  # the options that name a path, each a folder
         if preset.options.get(key) is not None:

@@ -12,8 +12,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from restorer.cli import main
-from restorer.config import ShotsFile, resolve_shots
 from restorer.errors import ShotsError
+from restorer.shots.resolve import resolve_shots
+from restorer.shots.schema import ShotsFile
 
 torch.set_num_threads(1)
 
@@ -116,22 +117,22 @@ def _shots(anchor: dict, frames=None) -> ShotsFile:
 
 
 def test_shots_anchors_are_checked_against_the_picture():
-    ok = resolve_shots(_shots({"point": [10, 20], "color": "#2f4f2f"}), frame_count=1, size=(64, 48))
+    ok = resolve_shots(_shots({"point": [10, 20], "color": "#2f4f2f"}), frame_count=1, size=(48, 64))
     (anchor,) = ok[0].anchors
     assert (anchor.x, anchor.y, anchor.frame) == (10.0, 20.0, 0)
     assert anchor.ab[0] < 0 < anchor.ab[1]  # a green
     with pytest.raises(ShotsError, match="outside the 64x48 picture"):
-        resolve_shots(_shots({"point": [70, 20], "color": "red"}), frame_count=1, size=(64, 48))
+        resolve_shots(_shots({"point": [70, 20], "color": "red"}), frame_count=1, size=(48, 64))
     with pytest.raises(ShotsError, match="anchor 1: no colour name"):
-        resolve_shots(_shots({"point": [10, 20], "color": "wall"}), frame_count=1, size=(64, 48))
+        resolve_shots(_shots({"point": [10, 20], "color": "wall"}), frame_count=1, size=(48, 64))
     with pytest.raises(ShotsError, match="frame 9, outside the shot"):
         resolve_shots(_shots({"point": [10, 20], "color": "red", "frame": 9}, frames=[0, 4]), frame_count=5,
-                      size=(64, 48))
+                      size=(48, 64))
 
 
 def test_a_films_anchor_point_moves_with_its_tracked_region():
-    from restorer.config import ResolvedAnchor
     from restorer.pipelines.tracking import AnchorTracks
+    from restorer.shots.resolve import ResolvedAnchor
 
     class Store:
         def get(self, index):

@@ -9,16 +9,10 @@ import av
 import numpy as np
 import pytest
 
-from restorer.config import load_shots, resolve_shots
 from restorer.errors import InputError, OutputError, ShotsError
-from restorer.pipelines.shots import (
-    check_shots,
-    detect_cuts,
-    init_template,
-    probe_film,
-    template_text,
-    write_template,
-)
+from restorer.shots.detect import detect_cuts, init_template, template_text, write_template
+from restorer.shots.load import load_shots
+from restorer.shots.resolve import check_shots, probe_film, resolve_shots
 
 W, H, FPS = 64, 48, 24
 SEGMENTS = ((40, 12), (200, 12), (110, 12))  # (gray level, frames): cuts at 12 and 24
@@ -83,7 +77,7 @@ def test_template_round_trips(tmp_path):
     assert "version: 1" in text and "frames: [29, 74]" in text
     assert "# 00:00:01.160 – 00:00:03.000" in text
     assert "# prompt:" in text and "#   - name: car" in text
-    shots = resolve_shots(load_shots(out), frame_count=100, size=(W, H), frame_rate=25)
+    shots = resolve_shots(load_shots(out), frame_count=100, size=(H, W), frame_rate=25)
     assert [(s.start, s.end, s.detected) for s in shots] == [(0, 28, False), (29, 74, False), (75, 99, False)]
     assert not list(tmp_path.glob(".*partial*"))
 

@@ -12,11 +12,11 @@ Usage by a pipeline::
 """
 
 from .preview import contact_sheet, draw_preview
-from .prompts import FrameSource, InstancePrompts, Prompt, ShotPrompts, prompt_region
+from .prompts import FrameSource, InstancePrompts, Prompt, ShotPrompts
 from .store import MaskStore
 from .tracker import BACKENDS, Tracker, open_tracker, track_shot
 
 __all__ = [
     "BACKENDS", "FrameSource", "InstancePrompts", "MaskStore", "Prompt", "ShotPrompts",
-    "Tracker", "contact_sheet", "draw_preview", "open_tracker", "prompt_region", "track_shot",
+    "Tracker", "contact_sheet", "draw_preview", "open_tracker", "track_shot",
 ]

@@ -18,7 +18,7 @@ No weights. For each step from frame ``a`` to its neighbour ``b`` (either direct
    grows much faster than that is clipped to the transformed previous mask, so it cannot bleed into the background.
 
 Every prompted frame re-anchors the instance to its prompt's region (a box is its
-filled rectangle; see :func:`prompt_region`). The shot is swept forwards from the
+filled rectangle; see :func:`restorer.shots.regions.prompt_region`). The shot is swept forwards from the
 first prompted frame and backwards from the last one, re-reading earlier frames in
 chunks through the frame source. A frame takes, per instance, the track coming from
 the *nearest* of that instance's prompted frames (ties to the earlier): so between
@@ -34,7 +34,9 @@ from typing import Iterator
 
 import numpy as np
 
-from .prompts import FrameSource, ShotPrompts, nearest_prompt, prompt_region, to_uint8
+from restorer.shots.regions import prompt_region
+
+from .prompts import FrameSource, ShotPrompts, nearest_prompt, to_uint8
 from .store import MaskStore
 
 log = logging.getLogger(__name__)

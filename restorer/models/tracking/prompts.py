@@ -1,7 +1,8 @@
 """What a tracker is asked: a shot's frame range, its instances' prompts, and a frame source.
 
-These small types keep the trackers independent of ``restorer.config`` and
-``restorer.io.video``. The mapping from the resolved shots.yaml is one line each::
+These small types keep the trackers independent of the shots.yaml models and of the film
+readers (``restorer.io``); a prompt's region is drawn by :func:`restorer.shots.regions.prompt_region`,
+as a photo's is. The mapping from the resolved shots.yaml is one line each::
 
     shot = ShotPrompts.from_resolved(resolved_shot, size=(height, width))
     read = lambda a, b: ((f.index, f.luma) for f in LumaReader(path, info, a, b))
@@ -126,45 +127,6 @@ def to_uint8(luma: np.ndarray) -> np.ndarray:
     if luma.dtype == np.uint16:
         return (luma >> 8).astype(np.uint8)
     return np.clip(np.asarray(luma, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
-
-def point_radius(size: tuple[int, int]) -> int:
-    """Radius of the disc a lone point stands for when a backend needs a region (flow, static)."""
-    return max(2, round(0.04 * min(size)))
-
-
-def prompt_region(prompt: Prompt, size: tuple[int, int],
-                  box_region: np.ndarray | None = None) -> np.ndarray:
-    """The (H, W) bool region a prompt stands for, for backends that need a region.
-
-    A mask is taken as is. A box is a filled rectangle, or ``box_region`` when given (the
-    object inside the box, :func:`restorer.models.tracking.refine.refine_box`). Positive
-    points become discs (radius :func:`point_radius`) joined by their convex hull when
-    there are three or more; a box and points together give their union. Negative points
-    carve discs out.
-    """
-    import cv2
-
-    h, w = size
-    if prompt.mask is not None:
-        return prompt.mask.astype(bool).copy()
-    region = np.zeros((h, w), np.uint8)
-    if prompt.box is not None and box_region is not None:
-        region[np.asarray(box_region, dtype=bool)] = 1
-    elif prompt.box is not None:
-        x0, y0, x1, y1 = prompt.box
-        xa, ya = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
-        xb, yb = min(w, int(np.ceil(x1))), min(h, int(np.ceil(y1)))
-        region[ya:yb, xa:xb] = 1
-    r = point_radius(size)
-    pts = np.round(np.asarray(prompt.points, np.float32)).astype(np.int32).reshape(-1, 2)
-    for x, y in pts:
-        cv2.circle(region, (int(x), int(y)), r, 1, -1)
-    if len(pts) >= 3:
-        cv2.fillConvexPoly(region, cv2.convexHull(pts), 1)
-    for x, y in np.round(np.asarray(prompt.negative, np.float32)).astype(np.int32).reshape(-1, 2):
-        cv2.circle(region, (int(x), int(y)), r, 0, -1)
-    return region.astype(bool)
 
 
 def nearest_prompt(frames: list[int], t: int) -> int | None:

@@ -23,7 +23,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from .prompts import FrameSource, InstancePrompts, Prompt, ShotPrompts, prompt_region, to_uint8
+from restorer.shots.regions import prompt_region
+
+from .prompts import FrameSource, InstancePrompts, Prompt, ShotPrompts, to_uint8
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,9 @@ import bisect
 
 import numpy as np
 
-from .prompts import FrameSource, ShotPrompts, prompt_region
+from restorer.shots.regions import prompt_region
+
+from .prompts import FrameSource, ShotPrompts
 from .store import MaskStore
 
 

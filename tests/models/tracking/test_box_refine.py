@@ -18,7 +18,7 @@ from restorer.io.color import srgb_to_lab
 from restorer.models.tracking import InstancePrompts, Prompt, ShotPrompts, track_shot
 from restorer.models.tracking.refine import refine_box, refine_prompts
 from restorer.models.tracking.static import StaticTracker
-from restorer.pipelines.frames import prompt_mask
+from restorer.pipelines.tracking import prompt_mask
 
 H, W = 120, 160
 CX, CY, R = 84, 58, 34

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from restorer.errors import WeightsError
-from restorer.models.tracking import MaskStore, Prompt, contact_sheet, draw_preview, open_tracker, prompt_region
+from restorer.models.tracking import MaskStore, Prompt, contact_sheet, draw_preview, open_tracker
+from restorer.shots.regions import prompt_region
 
 
 def _masks(rng, n=2, size=(9, 13)):
