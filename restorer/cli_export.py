@@ -1,7 +1,7 @@
-"""``restorer export onnx``: write tiny's ONNX graphs into a folder that ``--runtime onnx --weights DIR`` runs.
+"""``restorer export onnx``: write a preset's ONNX graphs into a folder that ``--runtime onnx --weights DIR`` runs.
 
-It parses and checks (no model loads before the refusals), then calls
-:func:`restorer.models.mtcolor.onnx_export.export_from_weights`. Errors are
+It parses and checks (no model loads before the refusals), then calls the engine's ``export_from_weights``
+(:mod:`restorer.models.mtcolor.onnx_export` for tiny, :mod:`restorer.models.anchors.onnx_runtime`). Errors are
 :class:`restorer.errors.RestorerError` and reach the main group's handler.
 """
 
@@ -18,13 +18,14 @@ def export() -> None:
 
 
 @export.command("onnx")
-@click.option("--preset", default="tiny", show_default=True, help="The preset to export (tiny only).")
+@click.option("--preset", default="tiny", show_default=True, help="The preset to export (tiny or anchors).")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Folder to write.")
 @click.option("--weights", type=click.Path(path_type=Path), default=None, envvar="RESTORER_WEIGHTS",
-              help="tiny weights folder to export (default: the shipped ones) [env RESTORER_WEIGHTS].")
+              help="Weights folder to export (default: the preset's shipped ones) [env RESTORER_WEIGHTS].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing folder.")
 def export_onnx(preset: str, output: Path, weights: Path | None, overwrite: bool) -> None:
-    """Export tiny's features, colour prior and U-Net (+ ControlNet + instance branch) to ONNX."""
+    """Export a preset's models to ONNX: tiny's features, colour prior and U-Net (+ ControlNet + instance branch);
+    anchors' two halves of a frame."""
     from restorer.errors import OutputError
     from restorer.fs import refuse_existing
     from restorer.presets import load_preset, preflight
@@ -41,10 +42,16 @@ def export_onnx(preset: str, output: Path, weights: Path | None, overwrite: bool
 
     if is_exported(weights):
         raise OutputError("--weights is already an ONNX export", path=weights, hint="give the torch weights folder")
-    preflight(chosen, weights=weights, runtime="onnx")  # tiny only, the packages, the weights folder
+    preflight(chosen, weights=weights, runtime="onnx")  # tiny or anchors, the packages, the weights folder
     require_onnxruntime(export=True)
-    from restorer.models.mtcolor.loading import resolve
-    from restorer.models.mtcolor.onnx_export import export_from_weights
+    if chosen.engine == "anchors":
+        from restorer.models.anchors.onnx_runtime import export_from_weights as export_anchors
+        from restorer.models.anchors.paths import weights_folder
 
-    folder = export_from_weights(resolve(weights, "RESTORER_WEIGHTS"), dict(chosen.options), output)
-    click.echo(f"wrote {folder} (run it with `restorer colorize --runtime onnx --weights {folder}`)")
+        folder = export_anchors(weights_folder(weights), output)
+    else:
+        from restorer.models.mtcolor.loading import resolve
+        from restorer.models.mtcolor.onnx_export import export_from_weights
+
+        folder = export_from_weights(resolve(weights, "RESTORER_WEIGHTS"), dict(chosen.options), output)
+    click.echo(f"wrote {folder} (run it with `restorer colorize --preset {preset} --runtime onnx --weights {folder}`)")

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from restorer.errors import OutputError, WeightsError
@@ -34,11 +35,51 @@ def export_graph(module: nn.Module, args: tuple, path: Path, inputs: list[str], 
 
     import onnx
 
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
-        torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs, opset_version=OPSET,
-                          dynamic_axes=dynamic, do_constant_folding=True, dynamo=False)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # nn.TransformerEncoderLayer's fused kernel has no ONNX op
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
+            torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs, opset_version=OPSET,
+                              dynamic_axes=dynamic, do_constant_folding=True, dynamo=False)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     onnx.checker.check_model(str(path))
+
+
+class _TracedAttention(nn.Module):
+    """nn.MultiheadAttention (batch first, self-attention, no masks) with shapes left to the graph.
+
+    The exporter bakes the traced sequence length into nn.MultiheadAttention's reshapes; this one reshapes
+    with -1, so an exported Transformer takes any token count. Same weights, same result."""
+
+    def __init__(self, mha: nn.MultiheadAttention):
+        super().__init__()
+        if not mha.batch_first or mha.in_proj_weight is None:
+            raise ValueError("only batch-first attention with packed in-projection is supported")
+        self.heads, self.in_proj_weight, self.in_proj_bias, self.out_proj = (mha.num_heads, mha.in_proj_weight,
+                                                                             mha.in_proj_bias, mha.out_proj)
+        # what nn.TransformerEncoder reads of its layers' attention
+        self.batch_first, self.num_heads, self._qkv_same_embed_dim = True, mha.num_heads, True
+
+    def forward(self, query, key, value, attn_mask=None, key_padding_mask=None, need_weights=False, is_causal=False):
+        if attn_mask is not None or key_padding_mask is not None:
+            raise ValueError("masks are not supported")
+        b, _, d = query.shape
+        q, k, v = F.linear(query, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        q, k, v = (t.reshape(b, -1, self.heads, d // self.heads).transpose(1, 2) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, -1, d)
+        return self.out_proj(out), None
+
+
+def traceable(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` whose self-attention layers export with a dynamic token count."""
+    module = copy.deepcopy(module).float().eval()
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.MultiheadAttention):
+                setattr(parent, name, _TracedAttention(child))
+    return module
 
 
 def providers(device: str | None = None) -> list[str]:

@@ -206,15 +206,19 @@ def apply_edits(assoc: torch.Tensor, cell: int, index: torch.Tensor, ab: torch.T
 
 
 def open_anchors(options: dict | None = None, *, device: str | None = None, weights: Path | None = None,
-                 dtype: Any = "auto", runtime: str = "torch", **_unused: Any) -> AnchorsEngine:
+                 dtype: Any = "auto", runtime: str = "torch", threads: int | None = None,
+                 **_unused: Any) -> AnchorsEngine:
     """Build the engine from a preset's options (``size``, ``anchors``, ``sample_top``, ``kmeans_iterations``).
 
     Runs in float32 whatever ``dtype`` says (the model is small; k-means and the bins want float32).
+    ``runtime`` onnx: both halves of a frame on ONNX Runtime with ``threads`` intra-op threads
+    (:mod:`restorer.models.anchors.onnx_runtime`).
 
     Raises:
         WeightsError: the weights or a package missing, or the weights do not match the model.
         InputError: an unknown option.
     """
+    from restorer.devices import resolve_device
     from restorer.models.anchors.model import DiscoModel
     from restorer.models.anchors.paths import check_paths, weights_folder
     from restorer.models.mtcolor.features import EfficientNetFeatures
@@ -226,9 +230,13 @@ def open_anchors(options: dict | None = None, *, device: str | None = None, weig
         raise InputError(f"unknown anchors option(s): {', '.join(unknown)}",
                          hint=f"the anchors engine takes {', '.join(DEFAULTS)}")
     check_paths(options, weights, runtime=runtime)
+    if runtime == "onnx":
+        from restorer.models.anchors.onnx_runtime import open_anchors_onnx
+
+        return open_anchors_onnx(weights, str(device or "cpu"), threads, {**DEFAULTS, **options})
     root = weights_folder(weights)
     model = from_pretrained_strict(DiscoModel, root / "disco", "anchors weights", low_cpu_mem_usage=False)
-    device = str(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     features = EfficientNetFeatures(input_size=int(options.get("size", DEFAULTS["size"])),
                                     backbone=model.config.backbone)
     return AnchorsEngine(model, features, device=device, **{**DEFAULTS, **options})

@@ -3,19 +3,26 @@
 
 from __future__ import annotations
 
+import json
 from importlib.util import find_spec
 from pathlib import Path
 
 from restorer.errors import WeightsError
-from restorer.models.mtcolor.paths import FEATURE_PACKAGES, resolve
+from restorer.models.mtcolor.paths import FEATURE_PACKAGES, MANIFEST, RUNTIMES, require_onnxruntime, resolve
 
 PART = "disco"
+ONNX_FORMAT = "restorer-anchors-onnx/1"  # an exported folder's (restorer.models.anchors.onnx_runtime)
 
 
 def check_paths(options: dict, weights: Path | None, base: Path | None = None, runtime: str = "torch") -> None:
     """The engine's cheap refusals (no torch): the weights folder and the feature packages."""
+    if runtime not in RUNTIMES:
+        raise WeightsError(f"unknown runtime {runtime!r}", hint=f"use {' or '.join(RUNTIMES)}")
     if runtime != "torch":
-        raise WeightsError(f"--runtime {runtime} runs the tiny preset only, not anchors", hint="use --runtime torch")
+        exported = is_onnx_export(resolve(weights, "RESTORER_WEIGHTS"))
+        require_onnxruntime(export=not exported)
+        if exported:  # the graphs hold everything; no torch weights or feature packages needed
+            return
     root = weights_folder(weights)
     if not (root / PART / "config.json").is_file():
         raise WeightsError("anchors weights: missing disco/config.json", path=root,
@@ -24,6 +31,14 @@ def check_paths(options: dict, weights: Path | None, base: Path | None = None, r
     for module, what, pip in FEATURE_PACKAGES:
         if find_spec(module) is None:
             raise WeightsError(f"{what} for the anchors preset are not installed", hint=f"pip install {pip}")
+
+
+def is_onnx_export(folder: Path | None) -> bool:
+    """Whether ``folder`` is an anchors ONNX export (its manifest names :data:`ONNX_FORMAT`)."""
+    try:
+        return folder is not None and json.loads((Path(folder) / MANIFEST).read_text()).get("format") == ONNX_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def weights_folder(weights: Path | None) -> Path:

@@ -123,7 +123,7 @@ def test_without_onnxruntime_the_runtime_is_refused_in_one_line(tmp_path, monkey
     assert 'pip install "restorer[onnx]"' in line
     assert not (tmp_path / "o.png").exists()
     proc = restorer("colorize", photo, "-o", tmp_path / "o.png", "--runtime", "onnx", "--preset", "stencil")
-    assert proc.returncode == 2 and "tiny preset only" in one_error(proc)
+    assert proc.returncode == 2 and "tiny and anchors presets only" in one_error(proc)
 
 
 def test_export_onnx_refuses_an_existing_folder(tmp_path, restorer, one_error):
