@@ -44,13 +44,32 @@ def tracker_factory(opts: ColorizeOptions, device: str = "cpu"):
         prompts = ShotPrompts.from_resolved(shot, size)
         read = _frame_source(film, info)
         if tracker.name != "sam2":  # SAM2 segments from boxes itself
-            prompts = refine_prompts(prompts, read, opts.box_refine)
+            prompts = one_region_per_frame(refine_prompts(prompts, read, opts.box_refine))
         store = track_shot(tracker, prompts, read, job.path(f"masks/{shot.start:08d}"))
         if opts.save_masks is not None:
             store.export_png(Path(opts.save_masks) / f"shot{shot.index + 1:04d}")
         return AnchorTracks(store, n, anchors) if anchors else store
 
     return make
+
+
+def one_region_per_frame(shot):
+    """The shot with each instance's prompts on one frame drawn into one mask prompt, their union, as a photo
+    draws them (:func:`photo_masks`): the weight-free trackers keep one region per prompted frame."""
+    from dataclasses import replace
+
+    from restorer.models.tracking import InstancePrompts, Prompt
+    from restorer.shots.regions import prompt_region
+
+    instances = []
+    for inst in shot.instances:
+        by_frame: dict[int, list] = {}
+        for p in inst.prompts:
+            by_frame.setdefault(p.frame, []).append(p)
+        instances.append(inst if len(by_frame) == len(inst.prompts) else InstancePrompts(inst.name, tuple(
+            ps[0] if len(ps) == 1 else Prompt(f, mask=np.logical_or.reduce([prompt_region(p, shot.size) for p in ps]))
+            for f, ps in by_frame.items())))
+    return replace(shot, instances=tuple(instances))
 
 
 def _frame_source(film: Path, info):

@@ -79,6 +79,14 @@ def test_a_photo_instance_draws_every_prompt(tmp_path):
     expected[2:10, 2:10] = expected[30:44, 40:60] = True
     assert np.array_equal(mask, expected), "both boxes of the instance"
 
+    film = make_clip(tmp_path / "f.mkv", frames=4, size=(W, H), codec="ffv1", audio_streams=0)
+    shots = tmp_path / "f.shots.yaml"
+    shots.write_text(shots_text(box("[2, 2, 10, 10]", frame=1) + box("[40, 30, 60, 44]", frame=1), frames="[0, 3]"))
+    colorize(film, "--shots", shots, "-o", tmp_path / "o.mkv", "--save-masks", tmp_path / "fm")
+    for frame in range(4):
+        on_film = saved(tmp_path / "fm" / "shot0001" / "00_car" / f"{frame:08d}.png")
+        assert np.array_equal(on_film, expected), f"a film's frame {frame} draws both boxes too"
+
 
 POINTS_ONLY = "          - frame: 0\n            points: [[20, 20]]\n"
 
