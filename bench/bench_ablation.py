@@ -45,10 +45,12 @@ def open_config(name: str):
 
 
 def run(data: Path, config: str, split: str, objects: int, shard: tuple[int, int]) -> dict:
+    from restorer import metrics
     from restorer.io.color import rgb_to_luma, srgb_to_lab
+    from restorer.models.colornames import palette_lab
     from restorer.pipelines import evaluate as ev
-    from restorer.pipelines.dataset import load_record, palette_lab, read_dataset
     from restorer.pipelines.options import shot_seed
+    from restorer.training.dataset.records import load_record, read_dataset
 
     engine, pal, seed = open_config(config), palette_lab(), shot_seed(0, 0)
     rows = []
@@ -65,10 +67,10 @@ def run(data: Path, config: str, split: str, objects: int, shard: tuple[int, int
             want = ev.counter_color(inst["lab"])
             far = ev.colorize(engine, luma, [f"a {want} {inst['object']}"], m[None], seed)
             rows.append({"name": rec["name"], "id": inst["id"],
-                         "ciede2000_own": float(ev.ciede2000(lab_own, lab_gt).mean()),
-                         "bound": ev.bound(far, m, tuple(pal[want])),
-                         "band_leakage": ev.delta_ab(auto, far, ev.border_band(m)),
-                         "far_leakage": ev.delta_ab(auto, far, ev.outside(m))})
+                         "ciede2000_own": float(metrics.ciede2000(lab_own, lab_gt).mean()),
+                         "bound": metrics.bound(far, m, tuple(pal[want])),
+                         "band_leakage": metrics.delta_ab(auto, far, metrics.border_band(m)),
+                         "far_leakage": metrics.delta_ab(auto, far, metrics.outside(m))})
     return {"config": config, "split": split, "shard": list(shard), "rows": rows}
 
 

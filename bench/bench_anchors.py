@@ -39,15 +39,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def recombined(luma: np.ndarray, ab_small: np.ndarray) -> np.ndarray:
-    from restorer.io.color import recombine_rgb
-    from restorer.pipelines.frames import full_chroma
+    from restorer.pipelines.photo import chroma_rgb
 
-    ab = full_chroma(ab_small, luma, np.zeros((0, *luma.shape), bool))
-    return np.round(np.clip(recombine_rgb(luma, ab, "bt601"), 0, 1) * 255).astype(np.float64)
+    rgb = chroma_rgb(luma, ab_small, np.zeros((0, *luma.shape), bool))
+    return np.round(np.clip(rgb, 0, 1) * 255).astype(np.float64)
 
 
 def dev_photos(data: Path, split: str):
-    from restorer.pipelines.dataset import load_record, read_dataset
+    from restorer.training.dataset.records import load_record, read_dataset
 
     for rec in read_dataset(data, split):
         rgb, _ = load_record(data, rec)
@@ -156,7 +155,8 @@ def main() -> None:
     from bench_independent import fmt_ci, photos
 
     from restorer.io.color import rgb_to_luma
-    from restorer.pipelines.evaluate import colorize, image_metrics, paired_bootstrap
+    from restorer.metrics import image_metrics, paired_bootstrap
+    from restorer.pipelines.evaluate import colorize
     from restorer.pipelines.options import shot_seed
     from restorer.presets import load_preset, open_engine
 

@@ -218,7 +218,8 @@ def main() -> None:
     start = time.perf_counter()
 
     from restorer.io.color import rgb_to_luma
-    from restorer.pipelines.evaluate import colorize, image_metrics, paired_bootstrap
+    from restorer.metrics import image_metrics, paired_bootstrap
+    from restorer.pipelines.evaluate import colorize
     from restorer.pipelines.options import shot_seed
     from restorer.presets import load_preset, open_engine
 

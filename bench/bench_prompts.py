@@ -26,11 +26,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from restorer.models.engine import ShotContext
+    from restorer.metrics import image_metrics
     from restorer.models.mtcolor.engine import open_mtcolor
-    from restorer.pipelines.dataset import load_record, read_dataset
-    from restorer.pipelines.evaluate import colorize, image_metrics
+    from restorer.pipelines.evaluate import colorize
     from restorer.presets import load_preset
+    from restorer.training.dataset.records import load_record, read_dataset
 
     records = read_dataset(args.data, args.split)
     print("| prompt strength | photos | CIEDE2000 | colourfulness / truth |\n| --- | --- | --- | --- |")
@@ -41,22 +41,10 @@ def main() -> None:
         for rec in records:
             rgb, _ = load_record(args.data, rec)
             luma = (rgb @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.float32)
-            shot = _PromptedEngine(engine, rec["global"], ShotContext)
-            metrics.append(image_metrics(colorize(shot, luma, [], np.zeros((0, *luma.shape), bool), 0),
-                                         rgb.astype(np.float64) * 255))
+            out = colorize(engine, luma, [], np.zeros((0, *luma.shape), bool), 0, prompt=rec["global"])
+            metrics.append(image_metrics(out, rgb.astype(np.float64) * 255))
         ratio = np.mean([m["colourfulness_pred"] for m in metrics]) / np.mean([m["colourfulness_gt"] for m in metrics])
         print(f"| {strength} | {len(metrics)} | {np.mean([m['ciede2000'] for m in metrics]):.2f} | {ratio:.2f} |")
-
-
-class _PromptedEngine:
-    """The engine with every shot given ``prompt`` (``colorize`` builds prompt-less shots)."""
-
-    def __init__(self, engine, prompt: str, shot_context):
-        self.engine, self.prompt, self.ShotContext = engine, prompt, shot_context
-
-    def shot(self, ctx, frames):
-        return self.engine.shot(self.ShotContext(seed=ctx.seed, prompt=self.prompt, instances=ctx.instances,
-                                                 size=ctx.size), frames)
 
 
 if __name__ == "__main__":

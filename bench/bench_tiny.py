@@ -8,7 +8,7 @@ open: engine (EfficientNet-Lite0 features, the colour prior, guided DDIM steps f
 and, with a global prompt, for the background), luma-guided chroma upsampling and recombination.
 The "DDIM steps run" column counts the steps of the global sample and of the instances' (batched)
 sample: without texts the colour prior alone colours the photo and no step runs. Loading the models
-(about 10 s, once per run) is reported apart. Prints a Markdown table.
+(once per run) is reported apart. Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -43,11 +43,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from restorer.io.color import recombine_rgb
-    from restorer.models.engine import FrameInput, InstanceText, ShotContext
+    from restorer.models.engine import InstanceText, ShotContext
     from restorer.models.mtcolor.engine import open_mtcolor
     from restorer.models.mtcolor.tiny import shipped
-    from restorer.pipelines.frames import full_chroma
+    from restorer.pipelines.photo import colorize_frame
     from restorer.presets import load_preset
 
     t0 = time.perf_counter()
@@ -66,8 +65,7 @@ def main() -> None:
         InstanceText(f"i{k}", f"a {colours[k % 6]} object") for k in range(args.instances)))
 
     def once() -> None:
-        (ab,) = list(engine.shot(ctx, [FrameInput(0, luma, masks)]))
-        recombine_rgb(luma, full_chroma(ab, luma, masks), "bt601")
+        colorize_frame(engine, ctx, luma, masks)
 
     once()  # warm-up (builds the recombination table)
     times = []

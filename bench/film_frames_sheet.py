@@ -44,7 +44,8 @@ def main() -> None:
     from PIL import Image, ImageDraw
 
     from restorer.io.color import rgb_to_luma
-    from restorer.pipelines.evaluate import colorize, mean_ciede2000
+    from restorer.metrics import mean_ciede2000
+    from restorer.pipelines.evaluate import colorize
     from restorer.pipelines.options import shot_seed
     from restorer.presets import load_preset, open_engine
 

@@ -3,7 +3,7 @@
 Run: python bench/prior_candidates.py DATA --out DIR [--only NAME ...] [--steps N] [--threads T]
      python bench/prior_candidates.py DATA --out DIR --table        # the Markdown table of what DIR holds
 
-Each candidate is a `restorer train --stage prior` run (:func:`restorer.pipelines.train_prior.train_prior`,
+Each candidate is a `restorer train --stage prior` run (:func:`restorer.training.prior.train_prior`,
 the same code the CLI calls) into DIR/NAME, then a weights folder DIR/NAME/weights (the shipped U-Net,
 ControlNet and adapter, linked, beside the candidate's prior/), scored on the development split with
 :func:`restorer.pipelines.evaluate.evaluate_split` at every annealed-mean temperature of `--temperatures`,
@@ -68,7 +68,7 @@ def score(data: Path, weights: Path | None, temperature: float, flip: bool) -> d
 
 
 def run_candidate(name: str, data: Path, out: Path, steps: int, temperatures: list[float]) -> dict:
-    from restorer.pipelines.train_prior import PriorConfig, train_prior
+    from restorer.training.prior import PriorConfig, train_prior
 
     run = out / name
     result_file = run / "scores.json"
@@ -97,7 +97,7 @@ def run_candidate(name: str, data: Path, out: Path, steps: int, temperatures: li
 
 
 def table(out: Path) -> str:
-    from restorer.pipelines.evaluate import paired_bootstrap
+    from restorer.metrics import paired_bootstrap
 
     runs = {p.parent.name: json.loads(p.read_text()) for p in sorted(out.glob("*/scores.json"))}
     ref = {(s["temperature"], s["flip"]): s for s in runs.get("shipped", {}).get("scores", [])}

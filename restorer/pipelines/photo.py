@@ -5,6 +5,10 @@ A photo is a one-frame shot. Its notes come from ``--shots`` or a sidecar
 path and stem. A batch is a job: the photos it finished are recorded in the job
 folder, so an interrupted batch resumes without redoing them and without calling its
 own outputs collisions.
+
+In Python, ``PhotoColorizationPipeline(engine, ColorizeOptions())(array, shots=..., seed=...)`` colours a
+picture in memory as the files are coloured; :func:`colorize_frame` is the core both entries, ``restorer eval``
+and the benches share.
 """
 
 from __future__ import annotations
@@ -207,7 +211,41 @@ class PhotoColorizationPipeline:
             except InputError as exc:
                 yield task, exc
 
-    def __call__(self, inputs: list[Path], output: Path, bar=None) -> PhotoResult:
+    def __call__(self, inputs, output: Path | None = None, bar=None, *, shots=None, seed: int | None = None):
+        """``pipe(array, shots=..., seed=...)``: one picture in memory, its colour version back
+        (:meth:`colorize_array`); ``pipe(paths, output)``: photo files into ``output`` (:meth:`colorize_files`)."""
+        if isinstance(inputs, np.ndarray):
+            return self.colorize_array(inputs, shots=shots, seed=seed)
+        if output is None or shots is not None or seed is not None:
+            raise TypeError("photo files: pipe(paths, output), their notes and seed from the options; "
+                            "shots= and seed= are for an array: pipe(array, shots=..., seed=...)")
+        return self.colorize_files(inputs, output, bar)
+
+    def colorize_array(self, image: np.ndarray, *, shots=None, seed: int | None = None) -> np.ndarray:
+        """One picture as an array -> its colour version, as the file entry would write it.
+
+        Args:
+            image: (H, W) gray, or (H, W, 3 or 4) RGB(A): uint8, uint16, or float in [0, 1]. Colour is
+                discarded and the BT.601 luma recolorized, as for a colour file.
+            shots: a shots file (path or loaded) for this picture; default the options' ``--shots``, else none.
+            seed: as ``--seed``: None keeps the options' seed; a number is the seed, sampled with.
+
+        Returns:
+            (H, W, 3) RGB: the input's integer type, rounded as a file is written; float32 in [0, 1] for float input.
+        """
+        from restorer.shots.resolve import FilmInfo, has_segmenter, resolve
+
+        luma, top = picture_luma(image)
+        (shot,) = resolve(self.opts.shots if shots is None else shots, FilmInfo(1, luma.shape[1], luma.shape[0], None),
+                          engine=self.engine, segmenter=has_segmenter(self.opts.tracker, self.opts.sam2), cuts=[])
+        rgb, _ = self._colorize(luma, shot, self.opts.seed if seed is None else seed,
+                                self.opts.sample or seed is not None, "")
+        if top is None:
+            return rgb
+        return np.round(np.clip(rgb, 0.0, 1.0) * top).astype(np.asarray(image).dtype)
+
+    def colorize_files(self, inputs: list[Path], output: Path, bar=None) -> PhotoResult:
+        """Photo files into ``output`` (a file for one photo, else a folder) as one resumable job."""
         for src in inputs:
             require_file(src)
         tasks = plan_photos(inputs, output, self.opts.variants)
@@ -277,7 +315,6 @@ class PhotoColorizationPipeline:
 
     def colorize_one(self, task: PhotoTask) -> list[str]:
         """Colorize one photo into ``task.output`` (written atomically); return its warnings."""
-        from restorer.io.color import recombine_rgb
         from restorer.io.images import read_image, write_image
 
         photo = read_image(task.source)
@@ -287,21 +324,23 @@ class PhotoColorizationPipeline:
             log.warning(msg)
             warnings.append(msg)
         shot = self._shot(task.source, photo.luma.shape)
-        masks = self._masks(shot, photo.luma)
         seed = self.opts.seed + (task.variant - 1 if task.variant else 0)
-        ctx = ShotContext(seed=shot_seed(seed, 0), prompt=shot.prompt,
-                          instances=tuple(InstanceText(i.name, i.text) for i in shot.instances),
-                          shot_start=0, shot_end=0, size=photo.luma.shape, source=str(task.source),
-                          sample=self.opts.sample or task.variant is not None, anchors=anchor_edits(shot))
-        frame = FrameInput(index=0, luma=photo.luma, masks=masks)
-        (ab,) = list(self.engine.shot(ctx, [frame]))
-        ab = full_chroma(check_chroma(ab, self.engine.name), photo.luma, masks)
-        rgb = recombine_rgb(photo.luma, ab, "bt601")
+        rgb, masks = self._colorize(photo.luma, shot, seed, self.opts.sample or task.variant is not None,
+                                    str(task.source))
         if self.opts.save_masks is not None and shot.instances:
             save_photo_masks(Path(self.opts.save_masks) / task.stem_path, [i.name for i in shot.instances], masks)
         task.output.parent.mkdir(parents=True, exist_ok=True)
         write_image(task.output, rgb, bit_depth=photo.bit_depth, exif=photo.exif, icc=photo.icc)
         return warnings
+
+    def _colorize(self, luma: np.ndarray, shot, seed: int, sample: bool, source: str) -> tuple[np.ndarray, np.ndarray]:
+        """A resolved shot on one picture: (float32 RGB in [0, 1], the instance masks)."""
+        masks = self._masks(shot, luma)
+        ctx = ShotContext(seed=shot_seed(seed, 0), prompt=shot.prompt,
+                          instances=tuple(InstanceText(i.name, i.text) for i in shot.instances),
+                          shot_start=0, shot_end=0, size=luma.shape, source=source, sample=sample,
+                          anchors=anchor_edits(shot))
+        return colorize_frame(self.engine, ctx, luma, masks), masks
 
     def _masks(self, shot, luma: np.ndarray) -> np.ndarray:
         """(N, H, W) bool, one per instance, every prompt of it drawn as a film's tracker draws it on the prompt's
@@ -327,6 +366,55 @@ class PhotoColorizationPipeline:
         (shot,) = resolve(self.opts.shots or find_sidecar(source), FilmInfo(1, size[1], size[0], None),
                           engine=self.engine, segmenter=has_segmenter(self.opts.tracker, self.opts.sam2), cuts=[])
         return shot
+
+
+def colorize_frame(engine, ctx: ShotContext, luma: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
+    """The one array-level colorize core: ``engine.shot`` on one frame, its chroma brought to full size,
+    recombined with ``luma`` (kept exactly). Photos, ``restorer eval``, the benches and library users call it.
+
+    Args:
+        engine: an engine (:class:`restorer.models.engine.Engine`), or None for the gray picture (a*b* = 0).
+        ctx: the shot's context; luma: (H, W) float32 in [0, 1]; masks: (N, H, W) bool, one per instance.
+
+    Returns:
+        (H, W, 3) float32 R'G'B' in [0, 1].
+    """
+    if engine is None:
+        ab = np.zeros((*luma.shape, 2), np.float32)
+    else:
+        (ab,) = list(engine.shot(ctx, [FrameInput(index=0, luma=luma, masks=masks)]))
+        ab = check_chroma(ab, engine.name)
+    return chroma_rgb(luma, ab, masks)
+
+
+def chroma_rgb(luma: np.ndarray, ab: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
+    """An engine's chroma (at its working size) upsampled along ``luma`` and the masks' edges and
+    recombined with ``luma``: (H, W, 3) float32 R'G'B' in [0, 1]."""
+    from restorer.io.color import recombine_rgb
+
+    return recombine_rgb(luma, full_chroma(ab, luma, masks), "bt601")
+
+
+def picture_luma(image: np.ndarray) -> tuple[np.ndarray, int | None]:
+    """An in-memory picture's BT.601 luma as :func:`restorer.io.images.read_image` reads a file's, and its
+    top code value (255, 65535; None for float input in [0, 1])."""
+    from restorer.io.color import rgb_to_luma
+
+    a = np.asarray(image)
+    if a.dtype in (np.uint8, np.uint16):
+        top = int(np.iinfo(a.dtype).max)
+        pixels = a.astype(np.float32) / np.float32(top)
+    elif np.issubdtype(a.dtype, np.floating):
+        top, pixels = None, a.astype(np.float32)
+    else:
+        raise ValueError(f"a picture of {a.dtype} samples: expected uint8, uint16 or float in [0, 1]")
+    if pixels.ndim == 3 and pixels.shape[2] in (1, 2):  # gray, gray + alpha
+        pixels = pixels[..., 0]
+    if pixels.ndim == 2:
+        return pixels, top
+    if pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
+        raise ValueError(f"a picture of shape {a.shape}: expected (H, W) gray or (H, W, 3 or 4) RGB(A)")
+    return rgb_to_luma(pixels[..., :3]), top
 
 
 def anchor_edits(shot) -> tuple:

@@ -7,8 +7,10 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from restorer import metrics
+from restorer.models.colornames import COUNTER_COLORS
+from restorer.models.colornames import TRAINED_COLOURS as PALETTE
 from restorer.pipelines import evaluate as ev
-from restorer.pipelines.dataset import COUNTER_COLORS, PALETTE
 
 
 def test_hard_colours_are_never_training_words_and_far_from_the_truth() -> None:
@@ -30,7 +32,7 @@ def test_hard_colours_are_never_training_words_and_far_from_the_truth() -> None:
 def test_border_band_is_the_ring_just_outside() -> None:
     mask = np.zeros((100, 100), bool)
     mask[40:60, 30:50] = True
-    band = ev.border_band(mask)  # 2 % of the 141-px diagonal: 3 px
+    band = metrics.border_band(mask)  # 2 % of the 141-px diagonal: 3 px
     dist = ndimage.distance_transform_edt(~mask)  # an independent distance to the mask
     assert not (band & mask).any()
     assert band[(dist > 0) & (dist <= 2)].all()  # every pixel within 2 px is in it
@@ -38,7 +40,7 @@ def test_border_band_is_the_ring_just_outside() -> None:
 
 
 def _object_dataset(tmp_path):
-    from restorer.pipelines.dataset import build_dataset
+    from restorer.training.dataset.build import build_dataset
 
     photos = tmp_path / "photos"
     photos.mkdir()
