@@ -31,9 +31,9 @@ def vivid_words() -> list[str]:
 def run(data: Path, photos: int, shard: tuple[int, int]) -> list[dict]:
     from restorer.io.color import rgb_to_luma, srgb_to_lab
     from restorer.pipelines import evaluate as ev
-    from restorer.pipelines.dataset import load_record, read_dataset
     from restorer.pipelines.options import shot_seed
     from restorer.presets import load_preset, open_engine
+    from restorer.training.dataset.records import load_record, read_dataset
 
     engine, seed = open_engine(load_preset("tiny"), device="cpu"), shot_seed(0, 0)
     rows = []

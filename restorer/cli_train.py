@@ -1,7 +1,7 @@
 """Click commands for training: ``dataset build``, ``train``, ``eval``.
 
-They only parse and validate, then call the library (:mod:`restorer.pipelines.dataset`,
-:mod:`restorer.pipelines.train`, :mod:`restorer.pipelines.evaluate`). The main group registers
+They only parse and validate, then call the library (:mod:`restorer.training.dataset.build`,
+:mod:`restorer.training` through its trainer registry, :mod:`restorer.pipelines.evaluate`). The main group registers
 them with ``main.add_command(...)``; ``python -m restorer.cli_train`` runs them standalone.
 Errors are :class:`restorer.errors.RestorerError` and reach the main group's handler.
 """
@@ -13,6 +13,8 @@ import logging
 from pathlib import Path
 
 import click
+
+from restorer.training.registry import STAGES
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,8 @@ def dataset_build(images: tuple[Path, ...], out: Path, val_fraction: float, test
     or from SAM2's automatic masks with --sam2, and an "object + colour" text per instance.
     Resumes an interrupted build in OUT; resuming with another mask source is refused.
     """
-    from restorer.pipelines.dataset import build_dataset, dataset_contact_sheet
+    from restorer.training.dataset.build import build_dataset
+    from restorer.training.dataset.records import dataset_contact_sheet
 
     _threads(threads)
     if val_fraction + test_fraction > 0.9:
@@ -78,7 +81,7 @@ def dataset_build(images: tuple[Path, ...], out: Path, val_fraction: float, test
               help="Dataset folder from 'restorer dataset build'.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run folder (stageN/ checkpoints, final/, log.csv, loss.png; cache/).")
-@click.option("--stage", default=None, type=click.Choice(["0", "1", "2", "prior"]),
+@click.option("--stage", default=None, type=click.Choice(STAGES),
               help="tiny: 0 base, 1 instance module, 2 ControlNet + PMAM, prior the automatic colour prior "
                    "(required). anchors: one stage, none to give.")
 @click.option("--steps", required=True, type=click.IntRange(1), help="Optimizer steps of this stage.")
@@ -115,47 +118,18 @@ def train(preset: str, data: Path, out: Path, stage: str, steps: int, resume: bo
           jitter: float,
           threads: int, export: Path | None) -> None:
     """Train a preset's model on a dataset: one stage of MT-Color (tiny), or the anchors (DISCO) network."""
-    from restorer.errors import InputError
-    from restorer.presets import load_preset
+    from restorer.training.registry import TrainRequest, stage_of, trainer_for
 
     _threads(threads)
-    if load_preset(preset).engine == "anchors":
-        if stage is not None:
-            raise InputError(f"--stage {stage} is for the tiny preset; the anchors network trains in one stage",
-                             hint="leave --stage out with --preset anchors")
-        from restorer.pipelines.train_anchors import AnchorsConfig, export_anchors, train_anchors
-
-        cfg = AnchorsConfig(steps=steps, batch=batch or 8, lr=lr or 5e-4, warmup=warmup or 50,
-                            seed=seed, checkpoint_every=checkpoint_every, rebalance=rebalance)
-        summary = train_anchors(data, out, steps=steps, resume=resume, config=cfg, views=views or 8, progress=True)
-        if export is not None:
-            summary["exported"] = str(export_anchors(Path(summary["final"]), export))
-        click.echo(json.dumps(summary))
-        return
-    if stage is None:
-        raise InputError("--stage is required for the tiny preset", hint="give --stage 0, 1, 2 or prior")
-    from restorer.pipelines.train import TrainConfig, _preset_options, export_weights
-    from restorer.pipelines.train import train as run
-
-    _preset_options(preset)  # refuse a preset this trainer cannot train, before any cache is built
-    if stage == "prior":
-        from restorer.pipelines.train_prior import PriorConfig, export_prior, train_prior
-
-        cfg = PriorConfig(steps=steps, batch=batch or 16, lr=lr or 1e-3, warmup=warmup or 20, seed=seed,
-                          checkpoint_every=checkpoint_every, rebalance=rebalance, backbone=backbone, context=context,
-                          global_context=global_context, dropout=dropout, jitter=jitter)
-        summary = train_prior(data, out, steps=steps, resume=resume, config=cfg, views=views or 10, progress=True)
-        if export is not None:
-            summary["exported"] = str(export_prior(Path(summary["final"]), export))
-        click.echo(json.dumps(summary))
-        return
-    cfg = TrainConfig(stage=int(stage), steps=steps, batch=batch or 8, lr=lr or 1e-3, warmup=warmup or 100,
-                      seed=seed,
-                      checkpoint_every=checkpoint_every)
-    summary = run(preset, data, out, stage=int(stage), steps=steps, resume=resume, init=init, config=cfg,
-                  views=views or 6, progress=True)
+    trainer = trainer_for(preset)
+    chosen = stage_of(trainer, stage, preset)
+    trainer.check(preset)  # refuse a preset this trainer cannot train, before any cache is built
+    summary = chosen.run(TrainRequest(
+        preset=preset, data=data, out=out, stage=stage, steps=steps, resume=resume, init=init, batch=batch, lr=lr,
+        warmup=warmup, views=views, checkpoint_every=checkpoint_every, rebalance=rebalance, seed=seed,
+        backbone=backbone, context=context, global_context=global_context, dropout=dropout, jitter=jitter))
     if export is not None:
-        summary["exported"] = str(export_weights(Path(summary["final"]), export))
+        summary["exported"] = str(chosen.export(Path(summary["final"]), export))
     click.echo(json.dumps(summary))
 
 

@@ -19,8 +19,12 @@ import json
 import re
 from dataclasses import dataclass
 from importlib import resources
+from typing import TYPE_CHECKING
 
 from restorer.errors import InputError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 Lab = tuple[float, float, float]
 
@@ -34,12 +38,14 @@ MODIFIERS: dict[str, tuple[float, float]] = {
     "intense": (0.0, 1.35), "saturated": (0.0, 1.4), "desaturated": (0.0, 0.5),
     "neon": (0.1, 1.5), "grayish": (0.0, 0.5), "washed": (0.25, 0.45),
 }
-# The colour words of tiny's training texts ("a {colour} {object}"; restorer.pipelines.dataset names each
-# region with the nearest of them): an instance text with another colour is read as the nearest of these
+# The colour words of tiny's training texts ("a {colour} {object}"; the dataset builder names each region with
+# the nearest of them, :func:`name_color`): an instance text with another colour is read as the nearest of these
 # (restorer.models.mtcolor.text.canonical_text).
 TRAINED_COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "gray", "white", "black",
                    "teal", "beige", "olive", "navy", "maroon", "tan", "sky blue", "dark green", "light blue",
                    "dark brown", "khaki")
+# Vivid colours a counter-colour instance (training augmentation, eval binding) may be asked to take.
+COUNTER_COLORS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "teal")
 _INTENSIFIERS = {"very": 1.6, "slightly": 0.5}
 
 # Global tints for shot prompts: phrase -> (a*, b*), low chroma on purpose.
@@ -228,3 +234,19 @@ def parse_tone(prompt: str | None) -> Lab | None:
             if phrase in TONES:
                 return (50.0, *TONES[phrase])
     return _tint_from_name(words)
+
+
+def palette_lab() -> dict[str, np.ndarray]:
+    """CIELab of each of :data:`TRAINED_COLOURS`."""
+    import numpy as np
+
+    return {n: np.array(parse_color(n).lab, dtype=np.float64) for n in TRAINED_COLOURS}
+
+
+def name_color(lab: np.ndarray, palette: dict[str, np.ndarray] | None = None) -> str:
+    """The palette name nearest to a CIELab colour (L* at half weight: luma comes from the source)."""
+    import numpy as np
+
+    palette = palette or palette_lab()
+    w = np.array([0.5, 1.0, 1.0])
+    return min(palette, key=lambda n: float((((palette[n] - lab) * w) ** 2).sum()))

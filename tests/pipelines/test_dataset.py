@@ -14,17 +14,11 @@ import torch
 from PIL import Image
 
 from restorer.errors import InputError, WeightsError
-from restorer.models.colornames import parse_color
-from restorer.pipelines.dataset import (
-    PALETTE,
-    build_dataset,
-    dataset_contact_sheet,
-    in_validation,
-    load_record,
-    read_dataset,
-    sam2_labels,
-    segment,
-)
+from restorer.models.colornames import TRAINED_COLOURS, parse_color
+from restorer.training.dataset.build import build_dataset
+from restorer.training.dataset.records import dataset_contact_sheet, load_record, read_dataset
+from restorer.training.dataset.segment import sam2_labels, segment
+from restorer.training.dataset.splits import in_validation
 
 torch.set_num_threads(1)
 
@@ -64,7 +58,8 @@ def _nearest_name(rgb_pixels: np.ndarray) -> str:
     from skimage.color import rgb2lab
 
     lab = rgb2lab(rgb_pixels.reshape(-1, 1, 3).astype(np.float64))[:, 0].mean(0)
-    dist = {n: float((((np.asarray(parse_color(n).lab) - lab) * np.array([0.5, 1, 1])) ** 2).sum()) for n in PALETTE}
+    dist = {n: float((((np.asarray(parse_color(n).lab) - lab) * np.array([0.5, 1, 1])) ** 2).sum())
+            for n in TRAINED_COLOURS}
     best, second = sorted(dist.values())[:2]
     assert second - best > 0.5, "too close to call between two names"
     return min(dist, key=dist.get)
@@ -310,7 +305,7 @@ def test_a_bad_sam2_folder_is_one_error(photos, tmp_path, restorer, one_error) -
 def test_imagenet_names_are_in_the_classifiers_order() -> None:
     """Known ILSVRC-2012 indices (the order every ImageNet classifier outputs), without torchvision."""
     from restorer.models.mtcolor.features import _load_lite0
-    from restorer.pipelines.dataset import imagenet_classes
+    from restorer.training.dataset.texts import imagenet_classes
 
     names = imagenet_classes()
     assert len(names) == 1000

@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from restorer.pipelines.dataset import (
+from restorer.training.dataset.build import build_dataset, load_rgb
+from restorer.training.dataset.splits import (
     NEAR_DUPLICATE_BITS,
     assign_splits,
-    build_dataset,
     in_validation,
-    load_rgb,
     perceptual_hash,
     series_key,
 )
@@ -77,7 +76,7 @@ def test_a_group_is_development_only_if_every_member_is() -> None:
 
 
 def test_small_photos_get_contiguous_labels() -> None:
-    from restorer.pipelines.dataset import segment
+    from restorer.training.dataset.segment import segment
 
     rng = np.random.default_rng(5)
     for seed_shape in [(48, 64), (20, 30), (9, 100)]:
@@ -140,7 +139,7 @@ def test_no_development_split_when_none_is_asked_for(fraction) -> None:
 
 
 def test_three_splits_keep_groups_whole_and_only_shrink_into_train() -> None:
-    from restorer.pipelines.dataset import split_candidate
+    from restorer.training.dataset.splits import split_candidate
 
     rng = np.random.default_rng(2)
     names = [f"s{k % 9}-{k}.jpg" if k % 4 == 0 else f"lone{k}x.jpg" for k in range(400)]

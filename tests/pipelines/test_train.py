@@ -13,8 +13,12 @@ from PIL import Image
 
 from restorer.errors import InputError
 from restorer.models.mtcolor import tiny
-from restorer.pipelines import train as T
-from restorer.pipelines.dataset import build_dataset
+from restorer.training import augment, losses
+from restorer.training.cache import prepare_cache
+from restorer.training.dataset.build import build_dataset
+from restorer.training.log import read_log
+from restorer.training.model import build_model, preset_options
+from restorer.training.tiny import TrainConfig, train
 
 torch.set_num_threads(1)
 
@@ -41,7 +45,7 @@ def small_grid(tmp_path_factory):
     PRESET = tmp_path_factory.mktemp("preset") / "tiny16.yaml"
     PRESET.write_text(yaml.safe_dump(mine))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(T, "GRID", 16)
+        mp.setattr(augment, "GRID", 16)
         yield
 
 
@@ -72,21 +76,21 @@ def data(tmp_path_factory) -> Path:
 
 def _run(data: Path, out: Path, stage: int, steps: int, cache: Path, resume: bool = False, lr: float = 3e-3,
          every: int = 3) -> dict:
-    cfg = T.TrainConfig(stage=stage, steps=steps, batch=4, lr=lr, warmup=2, checkpoint_every=every)
-    return T.train(PRESET, data, out, stage=stage, steps=steps, resume=resume, cache=cache, config=cfg,
+    cfg = TrainConfig(stage=stage, steps=steps, batch=4, lr=lr, warmup=2, checkpoint_every=every)
+    return train(PRESET, data, out, stage=stage, steps=steps, resume=resume, cache=cache, config=cfg,
                    views=2, text_encoder=FakeText(), options=OPTIONS)
 
 
 def _fixed_loss(model, cache: dict, stage: int) -> float:
     """The loss on a fixed batch of 32, with fixed timesteps and noise."""
-    cfg = T.TrainConfig(stage=stage, steps=1, batch=32)
+    cfg = TrainConfig(stage=stage, steps=1, batch=32)
     model.eval()
     with torch.no_grad():
         g = torch.Generator().manual_seed(123)
-        opts = {**T._preset_options(PRESET), **OPTIONS}
-        batch = T.make_batch(cache, cfg, g, counter=stage >= 1, control=stage >= 2, ab_scale=opts["ab_scale"])
+        opts = {**preset_options(PRESET), **OPTIONS}
+        batch = augment.make_batch(cache, cfg, g, counter=stage >= 1, control=stage >= 2, ab_scale=opts["ab_scale"])
         prediction = tiny.scheduler_config(opts)["prediction_type"]
-        return float(T.loss_step(model, batch, stage, g, T._alphas(opts), prediction))
+        return float(losses.loss_step(model, batch, stage, g, losses.alphas(opts), prediction))
 
 
 def _state(model) -> dict[str, torch.Tensor]:
@@ -103,9 +107,9 @@ def stages(data, tmp_path_factory) -> dict:
     """Stages 0, 1, 2 in one run folder; the start and end weights of each."""
     out = tmp_path_factory.mktemp("run")
     cache = out / "cache"
-    result = {"out": out, "cache": T.prepare_cache(data, cache, views=2, features=False, text_encoder=FakeText())}
+    result = {"out": out, "cache": prepare_cache(data, cache, views=2, features=False, text_encoder=FakeText())}
     for stage, steps in ((0, 12), (1, 8), (2, 8)):
-        start = T.build_model(OPTIONS, stage, out, None, 0)
+        start = build_model(OPTIONS, stage, out, None, 0)
         _run(data, out, stage, steps, cache, lr=1e-2 if stage else 3e-3, every=5)
         end = tiny.load(out / f"stage{stage}" / "final", OPTIONS)
         result[stage] = (start, end)
@@ -140,7 +144,7 @@ def test_only_the_stages_parameters_change(stages, stage) -> None:
 
 def test_stage_log_plot_and_checkpoints(stages) -> None:
     stage_dir = stages["out"] / "stage0"
-    steps, loss, lr = T.read_log(stage_dir / "log.csv")
+    steps, loss, lr = read_log(stage_dir / "log.csv")
     assert list(steps) == list(range(1, 13)) and np.isfinite(loss).all() and lr.max() == pytest.approx(3e-3)
     assert Image.open(stage_dir / "loss.png").size == (900, 420)
     ckpts = sorted(p.name for p in stage_dir.glob("checkpoint-*"))
@@ -165,7 +169,7 @@ def test_resume_equals_uninterrupted(data, tmp_path) -> None:
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert (tmp_path / "a" / "stage0" / "log.csv").read_text().count("\n") == \
         (b / "stage0" / "log.csv").read_text().count("\n") == 7
-    la, lb = T.read_log(tmp_path / "a" / "stage0" / "log.csv"), T.read_log(b / "stage0" / "log.csv")
+    la, lb = read_log(tmp_path / "a" / "stage0" / "log.csv"), read_log(b / "stage0" / "log.csv")
     assert np.array_equal(la[1], lb[1])
     with pytest.raises(InputError, match="other training settings"):
         _run(data, b, 0, 9, cache, resume=True)
@@ -176,12 +180,12 @@ def test_counter_colour_recolours_and_renames(stages) -> None:
     its true colour; inside its mask the target becomes that colour's a*b* plus half the region's
     own texture (exactly, where the mask covers the whole cell); cells no recoloured instance
     touches keep their a*b*; the grayscale is unchanged."""
-    from restorer.pipelines.dataset import COUNTER_COLORS, PALETTE, palette_lab
+    from restorer.models.colornames import COUNTER_COLORS, TRAINED_COLOURS, palette_lab
 
     cache = stages["cache"]
-    cfg = T.TrainConfig(stage=1, steps=1, batch=16, p_drop=0.0, p_counter=1.0)
-    plain = T.make_batch(cache, cfg, torch.Generator().manual_seed(5), counter=False, control=False)
-    recol = T.make_batch(cache, cfg, torch.Generator().manual_seed(5), counter=True, control=False)
+    cfg = TrainConfig(stage=1, steps=1, batch=16, p_drop=0.0, p_counter=1.0)
+    plain = augment.make_batch(cache, cfg, torch.Generator().manual_seed(5), counter=False, control=False)
+    recol = augment.make_batch(cache, cfg, torch.Generator().manual_seed(5), counter=True, control=False)
     assert torch.equal(plain.gray, recol.gray)  # the picture says the old colour
     changed_text = (plain.text != recol.text).any(-1)  # (B, R)
     assert changed_text.sum() >= 8
@@ -190,7 +194,7 @@ def test_counter_colour_recolours_and_renames(stages) -> None:
     touched = torch.zeros(plain.x0.shape[0], *plain.x0.shape[2:], dtype=torch.bool)
     for b, r in changed_text.nonzero().tolist():
         names = [c for c in COUNTER_COLORS
-                 if torch.equal(recol.text[b, r], cache["text_emb"][obj, PALETTE.index(c)])]
+                 if torch.equal(recol.text[b, r], cache["text_emb"][obj, TRAINED_COLOURS.index(c)])]
         assert len(names) == 1, names  # the new text is exactly one counter colour's
         want = torch.tensor(pal[names[0]][1:], dtype=torch.float32)
         w = recol.cover[b, r]
@@ -208,7 +212,7 @@ def test_counter_colour_recolours_and_renames(stages) -> None:
 
 def test_bad_stage_and_missing_previous_stage(data, tmp_path) -> None:
     with pytest.raises(InputError, match="stage must be"):
-        T.train(PRESET, data, tmp_path, stage=3, steps=1, options=OPTIONS)
+        train(PRESET, data, tmp_path, stage=3, steps=1, options=OPTIONS)
     with pytest.raises(InputError, match="stage 0's weights"):
         _run(data, tmp_path / "fresh", 1, 2, tmp_path / "cache")
 
@@ -222,11 +226,11 @@ def test_v_target_turns_back_into_the_noise_in_the_engine() -> None:
     from restorer.models.mtcolor.engine import MTColorEngine
     from restorer.models.mtcolor.sampler import Schedule
 
-    opts = T._preset_options(PRESET)
+    opts = preset_options(PRESET)
     scheduler = tiny.scheduler_config(opts)
     assert scheduler["prediction_type"] == "v_prediction"
     schedule = Schedule.ddim(scheduler, 20)
-    alphas = T._alphas(opts)
+    alphas = losses.alphas(opts)
     assert torch.allclose(alphas.double(), schedule.alphas, rtol=0, atol=1e-6)
 
     class Recorder:
@@ -241,10 +245,10 @@ def test_v_target_turns_back_into_the_noise_in_the_engine() -> None:
 
     b = 8
     x0 = torch.randn(b, 2, 4, 4, generator=torch.Generator().manual_seed(0)) * 0.3
-    batch = T.Batch(x0, torch.zeros(b, 1, 4, 4), None, torch.zeros(b, 384), torch.zeros(b, 0, 4, 4),
+    batch = augment.Batch(x0, torch.zeros(b, 1, 4, 4), None, torch.zeros(b, 384), torch.zeros(b, 0, 4, 4),
                     torch.zeros(b, 0, 64, 64), torch.zeros(b, 0, 384), torch.zeros(b, 0, dtype=torch.bool))
     model = Recorder()
-    T.loss_step(model, batch, 0, torch.Generator().manual_seed(1), alphas, "v_prediction").backward()
+    losses.loss_step(model, batch, 0, torch.Generator().manual_seed(1), alphas, "v_prediction").backward()
     target = -model.pred.grad * model.pred.numel() / 2  # d/dp mean((p - target)^2) at p = 0
     engine = SimpleNamespace(scheduler=scheduler)
     assert len(set(model.t.tolist())) > 4  # timesteps spread over the schedule
@@ -257,3 +261,22 @@ def test_v_target_turns_back_into_the_noise_in_the_engine() -> None:
         got = as_eps(z, torch.tensor(t))
         assert torch.allclose(got, eps, atol=1e-4), t
         assert torch.allclose((z - (1 - a) ** 0.5 * got) / a ** 0.5, x0[i:i + 1], atol=1e-3), t
+
+
+def test_a_changed_dataset_gets_its_own_cache(data, tmp_path) -> None:
+    """The cache is keyed by the dataset it came from: the same dataset reuses it, a rebuilt one (the same photo
+    names, other pixels) gets its own (``cache.safetensors`` used to be reused whatever the dataset)."""
+    cache = tmp_path / "cache"
+    first = prepare_cache(data, cache, views=2, features=False, text_encoder=FakeText())
+    again = prepare_cache(data, cache, views=2, features=False, text_encoder=FakeText())
+    assert torch.equal(first["ab"], again["ab"]) and len(list(cache.iterdir())) == 1
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((48, 64, 3), (200, 40, 40), np.uint8)).save(root / f"p{i}.png")
+    build_dataset(root, tmp_path / "red", size=64, val_fraction=0.0, namer=lambda crop: "thing")
+    red = prepare_cache(tmp_path / "red", cache, views=2, features=False, text_encoder=FakeText())
+    assert len(list(cache.iterdir())) == 2
+    assert red["meta"]["records"] == first["meta"]["records"] == ["p0", "p1", "p2"]
+    assert float(red["ab"][:, 0].float().mean()) > 40  # its own photos' colours: red, not the first dataset's
+    assert float(first["ab"][:, 0].float().mean()) < 40

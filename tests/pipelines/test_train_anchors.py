@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from restorer.pipelines import train as T
-from restorer.pipelines import train_anchors as A
+from restorer.training import anchors as A
+from restorer.training import augment
+from restorer.training.export import export_anchors
 from tests.models.test_anchors import FakeFeatures
 from tests.pipelines.test_train_prior import sky_dataset
 
@@ -24,7 +25,7 @@ SMALL = (("dim", 32), ("heads", 2), ("layers", 1), ("ff", 64), ("proj", 8), ("sp
 @pytest.fixture(scope="module", autouse=True)
 def small_views():
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(T, "VIEW", 64)
+        mp.setattr(augment, "VIEW", 64)
         yield
 
 
@@ -90,12 +91,13 @@ def test_export_loads_back_bit_identically_into_the_engine(data, tmp_path):
     from restorer.models.anchors.model import DiscoModel
 
     summary = _run(data, tmp_path / "run", 4)
-    exported = A.export_anchors(Path(summary["final"]), tmp_path / "weights")
+    exported = export_anchors(Path(summary["final"]), tmp_path / "weights")
     assert exported == tmp_path / "weights" / "disco"
     trained = DiscoModel.from_pretrained(summary["final"], local_files_only=True, low_cpu_mem_usage=False)
     mine = AnchorsEngine(trained, FakeFeatures(), size=64)
     engine = open_anchors({"size": 64}, weights=tmp_path / "weights", device="cpu")
-    engine.features = FakeFeatures()  # the shipped EfficientNet replaced by the same fake the training used
+    # the shipped EfficientNet replaced by the same fake the training used (the encoder holds its own reference)
+    engine.features = engine.encoder.features = FakeFeatures()
     luma = np.random.default_rng(0).random((48, 64)).astype(np.float32)
     a, _ = mine.colorize(luma)
     b, _ = engine.colorize(luma)
@@ -111,3 +113,22 @@ def test_missing_weights_are_refused_with_the_flag_that_supplies_them(tmp_path):
     with pytest.raises(WeightsError) as err:
         check_paths({}, tmp_path / "nothing")
     assert "disco/config.json" in str(err.value) and "--weights" in str(err.value)
+
+
+def test_the_cache_is_keyed_by_the_dataset(data, tmp_path):
+    """Another dataset in the same cache folder gets its own cache, with its own photos' colours."""
+    from PIL import Image
+
+    from restorer.training.dataset.build import build_dataset
+
+    sky = A.prepare_cache(data, tmp_path / "c", views=2, features=FakeFeatures())
+    assert len(list((tmp_path / "c").iterdir())) == 1
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((48, 64, 3), (200, 40, 40), np.uint8)).save(root / f"red{i}.png")
+    build_dataset(root, tmp_path / "red", size=64, val_fraction=0.0, namer=lambda crop: "thing")
+    red = A.prepare_cache(tmp_path / "red", tmp_path / "c", views=2, features=FakeFeatures())
+    assert len(list((tmp_path / "c").iterdir())) == 2
+    assert red["meta"]["records"] == [f"red{i}" for i in range(4)] != sky["meta"]["records"]
+    assert float(red["ab"][:, 0].float().mean()) > 40

@@ -25,23 +25,85 @@ def test_train_refuses_a_preset_it_cannot_train(tmp_path, restorer, one_error, p
         assert not out.exists()  # refused before any cache or checkpoint
 
 
+def test_every_engine_trainer_takes_the_stages_the_registry_names() -> None:
+    """The CLI's --stage choices come from the registry; each trainer has exactly the stages named there."""
+    from restorer.training.registry import STAGES, TRAINERS, trainer_for
+
+    for engine, (_, stages) in TRAINERS.items():
+        preset = {"mtcolor": "tiny", "anchors": "anchors"}[engine]
+        got = trainer_for(preset).stages
+        assert sorted(s for s in got if s is not None) == sorted(stages)
+        assert (None in got) == (not stages)
+    assert STAGES == ("0", "1", "2", "prior")
+
+
+@pytest.mark.parametrize("preset, stage, words", [
+    ("anchors", ["--stage", "1"], "--stage 1 is not a stage of the anchors network: it trains in one stage"),
+    ("tiny", [], "--stage is required for the tiny preset"),
+])
+def test_train_refuses_a_stage_its_trainer_does_not_have(tmp_path, restorer, one_error, preset, stage, words) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    proc = restorer("train", "--preset", preset, "--data", data, "--out", tmp_path / "run", *stage, "--steps", "1")
+    assert proc.returncode == 2, proc.stderr
+    assert words in one_error(proc)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_new_engines_trainer_is_one_registry_entry(tmp_path, monkeypatch) -> None:
+    """An engine with its own trainer needs only an entry in TRAINERS: ``restorer train`` runs it and exports
+    what it trained, with the command line's values, and tiny's trainer is not involved."""
+    import json
+    import sys
+    import types
+
+    from click.testing import CliRunner
+
+    from restorer.cli import main
+    from restorer.training import registry
+
+    seen = []
+
+    def run(request: registry.TrainRequest) -> dict:
+        seen.append(request)
+        (request.out / "final").mkdir(parents=True)
+        return {"stage": "stencil", "final": str(request.out / "final")}
+
+    module = types.ModuleType("fake_stencil_trainer")
+    module.TRAINER = registry.Trainer("the stencil trainer",
+                                      {None: registry.Stage(run, lambda src, dst: Path(dst) / "copied")})
+    monkeypatch.setitem(sys.modules, "fake_stencil_trainer", module)
+    monkeypatch.setitem(registry.TRAINERS, "stencil", ("fake_stencil_trainer:TRAINER", ()))
+    data = tmp_path / "data"
+    data.mkdir()
+    result = CliRunner().invoke(main, ["train", "--preset", "stencil", "--data", str(data), "--out",
+                                       str(tmp_path / "run"), "--steps", "3", "--seed", "5", "--export",
+                                       str(tmp_path / "w")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary == {"stage": "stencil", "final": str(tmp_path / "run" / "final"),
+                       "exported": str(tmp_path / "w" / "copied")}
+    assert [(r.preset, r.steps, r.seed, r.stage) for r in seen] == [("stencil", 3, 5, None)]
+
+
 def test_train_refuses_a_grid_its_caches_do_not_have(tmp_path) -> None:
     import yaml
 
-    from restorer.pipelines.train import GRID, _preset_options
     from restorer.presets import load_preset
+    from restorer.training.augment import GRID
+    from restorer.training.model import preset_options
 
     mine = load_preset("tiny").model_dump()
     mine["options"]["grid"] = GRID // 2
     path = tmp_path / "half.yaml"
     path.write_text(yaml.safe_dump(mine))
     with pytest.raises(InputError, match=f"grid {GRID // 2}"):
-        _preset_options(path)
-    assert _preset_options("tiny")["grid"] == GRID
+        preset_options(path)
+    assert preset_options("tiny")["grid"] == GRID
 
 
 def _two_photo_dataset(tmp_path: Path) -> Path:
-    from restorer.pipelines.dataset import build_dataset
+    from restorer.training.dataset.build import build_dataset
 
     photos = tmp_path / "photos"
     photos.mkdir()

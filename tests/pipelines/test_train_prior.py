@@ -13,9 +13,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from restorer.models.mtcolor.prior import ColourPrior, prior_loss
-from restorer.pipelines import train as T
-from restorer.pipelines import train_prior as P
-from restorer.pipelines.dataset import build_dataset
+from restorer.training import augment
+from restorer.training import prior as P
+from restorer.training.cache import held_out
+from restorer.training.dataset.build import build_dataset
+from restorer.training.export import export_prior
 
 torch.set_num_threads(1)
 
@@ -53,8 +55,8 @@ def small_grid(tmp_path_factory):
     PRESET = tmp_path_factory.mktemp("preset") / "tiny16.yaml"
     PRESET.write_text(yaml.safe_dump(mine))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(T, "GRID", 16)
-        mp.setattr(T, "VIEW", 64)
+        mp.setattr(augment, "GRID", 16)
+        mp.setattr(augment, "VIEW", 64)
         yield
 
 
@@ -133,7 +135,7 @@ def test_loss_goes_down_and_early_stopping_keeps_the_best(data, tmp_path) -> Non
     assert any(not torch.equal(t, last[k]) for k, t in _weights(final).items())  # not the last step's
     # and those weights have, recomputed here, the held-out loss logged at that step
     cached = P.prepare_prior_cache(data, tmp_path / "run" / "prior_cache", views=2, features=FakePyramid())
-    held = P.held_out(cached["meta"]["records"], 0.3)[cached["record"]]
+    held = held_out(cached["meta"]["records"], 0.3)[cached["record"]]
     assert 0 < int(held.sum()) < len(held)
     model = ColourPrior.from_pretrained(final, local_files_only=True, low_cpu_mem_usage=False)
     assert _held_out_ce_by_hand(model, cached, held) == pytest.approx(ces[best], abs=2e-5)
@@ -183,7 +185,7 @@ def test_export_and_the_engine_loads_it(data, tmp_path) -> None:
     from restorer.models.mtcolor import tiny
 
     summary = _run(data, tmp_path / "e", 4)
-    target = P.export_prior(Path(summary["final"]), tmp_path / "weights")
+    target = export_prior(Path(summary["final"]), tmp_path / "weights")
     assert target == tmp_path / "weights" / "prior"
     from safetensors.torch import load_file
 
@@ -254,9 +256,9 @@ def test_the_cache_is_keyed_by_the_dataset_and_jitter_leaves_the_colours(data, t
 def test_jitter_is_mild_and_keeps_the_range() -> None:
     rng = np.random.default_rng(0)
     luma = torch.linspace(0, 1, 100).view(1, 1, 10, 10)
-    assert P.jittered(luma, rng, 0.0) is luma
+    assert augment.jittered(luma, rng, 0.0) is luma
     for _ in range(20):
-        out = P.jittered(luma, rng, 0.15)
+        out = augment.jittered(luma, rng, 0.15)
         assert float(out.min()) >= 0 and float(out.max()) <= 1
         # an affine map of the luma: the order of the grays is kept (no hue or tone reversal)
         inside = (out > 0) & (out < 1)

@@ -17,7 +17,7 @@ the prior's colour.
 
 Weights: ``prior/`` beside ``unet/ controlnet/ adapter/`` in a tiny weights folder
 (``config.json`` + safetensors, as diffusers models are). Trained by ``restorer train --stage
-prior`` (:mod:`restorer.pipelines.train_prior`).
+prior`` (:mod:`restorer.training.prior`).
 """
 
 from __future__ import annotations

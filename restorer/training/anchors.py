@@ -14,26 +14,21 @@ One run trains every part, each by its own loss (the paper's Sec. 4.4, adapted a
 * refinement: L1 of the pixels' a*b* against the truth (/110), weight ``w_ref``.
 
 Data: ``views`` augmented 256x256 views per training photo (the crops, flips and scale jitter of
-:func:`restorer.pipelines.train.augmented_views`), stored once as 8-bit gray and a*b* rounded to integers at
+:func:`restorer.training.augment.augmented_views`), stored once as 8-bit gray and a*b* rounded to integers at
 the model's pixel level (128x128), and the frozen EfficientNet-Lite0 pyramid of the 256x256 view
-(``out/anchors_cache/KEY``, keyed by the dataset's records and
-the settings). A share of the training photos (by a hash of the name) is held out inside the training
-split for early stopping; the dataset's development split is never read.
+(``out/anchors_cache/KEY``, :mod:`restorer.training.cache`: keyed by the dataset's records and the
+settings). A share of the training photos (by a hash of the name) is held out inside the training split for
+early stopping; the dataset's development split is never read.
 
 Exact resume: every random draw of step ``s`` (batch, flip, anchor counts, extra anchors, dropout) comes
-from generators seeded by (seed, s); checkpoints hold the weights, AdamW's moments and the best so far.
+from generators seeded by (seed, s) (:mod:`restorer.training.loop`); checkpoints
+(:mod:`restorer.training.checkpoints`) hold the weights, AdamW's moments and the best so far.
 
 Writes ``out/anchors/``: ``checkpoint-NNNNNN/``, ``best/``, ``final/`` (= best), ``log.csv`` and ``loss.png``.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
-import logging
-import shutil
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -42,9 +37,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from restorer.errors import InputError
-
-log = logging.getLogger(__name__)
+from restorer.training import augment
+from restorer.training.export import export_anchors
+from restorer.training.registry import Stage, Trainer, TrainRequest
 
 NAMES = ("s8", "s16", "s32", "head")
 
@@ -72,50 +67,39 @@ class AnchorsConfig:
     model: tuple = ()  # DiscoModel keyword overrides, as (key, value) pairs (tests build tiny models)
 
 
-def cache_key(records: list[dict], *, views: int, seed: int) -> str:
-    blob = json.dumps({"records": records, "views": views, "seed": seed, "what": "anchors-v1"}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def prepare_cache(data: Path, cache: Path, *, views: int = 8, seed: int = 0, features: Any = None,
                   progress: Callable[[int, int], None] | None = None) -> dict:
     """Gray (uint8), a*b* (int8) and the EfficientNet pyramid (float16) of ``views`` views per training photo,
-    computed once in ``cache/KEY``. ``features`` (tests) replaces EfficientNet: anything with ``pyramid``."""
-    from safetensors.torch import load_file, save_file
+    computed once in ``cache/KEY`` (:func:`restorer.training.cache.cache_key` of the training records, views and
+    seed). ``features`` (tests) replaces EfficientNet: anything with ``pyramid``."""
+    from restorer.training.cache import cache_key, stored, training_records
 
-    from restorer.fs import atomic_path
-    from restorer.models.mtcolor.features import EfficientNetFeatures
-    from restorer.models.mtcolor.spaces import resize, rgb_to_ab
-    from restorer.pipelines.dataset import load_record, read_dataset
-    from restorer.pipelines.train import VIEW, augmented_views
+    records = training_records(data)
+    key = cache_key(records, views=views, seed=seed, what="anchors-v1")
 
-    records = read_dataset(data, "train")
-    if not records:
-        raise InputError("the dataset has no training photos", path=data)
-    folder = Path(cache) / cache_key(records, views=views, seed=seed)
-    if (folder / "anchors.safetensors").exists():
-        return {**load_file(folder / "anchors.safetensors"), "meta": json.loads((folder / "anchors.json").read_text())}
-    net = features or EfficientNetFeatures(input_size=VIEW)
-    rng = np.random.default_rng(seed)
-    out: dict[str, list] = {"gray": [], "ab": [], "record": []}
-    for i, rec in enumerate(records):
-        rgb, labels = load_record(data, rec)
-        for crop, luma, _ in augmented_views(rgb, labels, rng, views):
-            half = (luma.shape[-2] // 2, luma.shape[-1] // 2)  # the model's pixel level
-            out["gray"].append((resize(luma, half)[0] * 255).round().clamp(0, 255).to(torch.uint8))
-            out["ab"].append(resize(rgb_to_ab(crop), half)[0].round().clamp(-127, 127).to(torch.int8))
-            out["record"].append(torch.tensor(i))
-            for name, t in net.pyramid(luma).items():
-                out.setdefault(name, []).append(t[0].half())
-        if progress:
-            progress(i + 1, len(records))
-    tensors = {k: torch.stack(v).contiguous() for k, v in out.items()}
-    meta = {"records": [r["name"] for r in records], "views": views, "seed": seed}
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "anchors.json").write_text(json.dumps(meta, indent=1) + "\n")
-    with atomic_path(folder / "anchors.safetensors") as tmp:
-        save_file(tensors, tmp)
-    return {**tensors, "meta": meta}
+    def build() -> tuple[dict, dict]:
+        from restorer.models.mtcolor.features import EfficientNetFeatures
+        from restorer.models.mtcolor.spaces import resize, rgb_to_ab
+        from restorer.training.dataset.records import load_record
+
+        net = features or EfficientNetFeatures(input_size=augment.VIEW)
+        rng = np.random.default_rng(seed)
+        out: dict[str, list] = {"gray": [], "ab": [], "record": []}
+        for i, rec in enumerate(records):
+            rgb, labels = load_record(data, rec)
+            for crop, luma, _ in augment.augmented_views(rgb, labels, rng, views):
+                half = (luma.shape[-2] // 2, luma.shape[-1] // 2)  # the model's pixel level
+                out["gray"].append((resize(luma, half)[0] * 255).round().clamp(0, 255).to(torch.uint8))
+                out["ab"].append(resize(rgb_to_ab(crop), half)[0].round().clamp(-127, 127).to(torch.int8))
+                out["record"].append(torch.tensor(i))
+                for name, t in net.pyramid(luma).items():
+                    out.setdefault(name, []).append(t[0].half())
+            if progress:
+                progress(i + 1, len(records))
+        meta = {"records": [r["name"] for r in records], "views": views, "seed": seed}
+        return {k: torch.stack(v) for k, v in out.items()}, meta
+
+    return stored(Path(cache) / key, "anchors", build)
 
 
 def batch_of(cached: dict, idx: torch.Tensor, flip: bool = False) -> tuple[torch.Tensor, dict, torch.Tensor]:
@@ -190,8 +174,8 @@ def train_anchors(data: Path, out: Path, *, steps: int, resume: bool = False, co
                   views: int = 8, features: Any = None, progress: bool = False) -> dict[str, Any]:
     """Train the anchors network; returns a summary (steps, seconds, best step, held-out loss, paths)."""
     from restorer.models.mtcolor.prior import rebalancing
-    from restorer.pipelines.train import cache_progress
-    from restorer.pipelines.train_prior import finish, fresh_or_resumed, split_held_out
+    from restorer.training.cache import cache_progress, split_held_out
+    from restorer.training.checkpoints import finish, fresh_or_resumed
 
     cfg = AnchorsConfig(**{**asdict(config or AnchorsConfig(steps=steps)), "steps": steps})
     out = Path(out)
@@ -229,82 +213,49 @@ def held_out_losses(model, cached: dict, idx: torch.Tensor, cfg: AnchorsConfig, 
 
 def _loop(model, opt, cached, fit_idx, hold_idx, cfg: AnchorsConfig, start: int, best: dict, stage_dir: Path,
           show: bool, weights) -> dict:
-    from restorer.console import progress
-    from restorer.pipelines.train import lr_at
+    from restorer.training import loop
+    from restorer.training.checkpoints import checkpoint_with_best, keep_if_best
+
+    n_tokens = (cached["gray"].shape[-2] // model.pixel_cell) * (cached["gray"].shape[-1] // model.pixel_cell)
+    state = {"best": best}
+
+    def step(s: int) -> tuple[torch.Tensor, list[str]]:
+        g = loop.step_generator(cfg.seed, 91_919, s)
+        pick = fit_idx[torch.randint(0, len(fit_idx), (cfg.batch,), generator=g)]
+        flip = bool(torch.rand((), generator=g) < 0.5)
+        counts, extra = _anchor_draws(g, cfg.batch, n_tokens, cfg)
+        gray, feats, ab = batch_of(cached, pick, flip)
+        with loop.seeded(cfg.seed, 37_373, s):  # dropout masks
+            got = losses(model, gray, feats, ab, lambda t: true_anchors(t, counts, extra), cfg, weights,
+                         spix=s < cfg.spix_steps)
+        return got["total"], [f"{float(got[k].detach()):.5f}" for k in ("spix", "ce", "gen", "ref")]
+
+    def evaluate(s: int) -> str:
+        parts = held_out_losses(model, cached, hold_idx, cfg, weights)
+        state["best"] = keep_if_best(model, stage_dir, state["best"], parts["total"], s, "score",
+                                     parts={k: round(v, 5) for k, v in parts.items()})
+        return f"{parts['total']:.5f}"
+
+    def status(totals: list[float], rate: float) -> str:
+        best = state["best"]
+        return f"anchors loss {np.mean(totals[-50:]):.3f} held-out best {best['score']:.3f} @ {best['step']}"
 
     model.train()
-    t0, totals = time.perf_counter(), []
-    n_tokens = (cached["gray"].shape[-2] // model.pixel_cell) * (cached["gray"].shape[-1] // model.pixel_cell)
-    with progress(show) as bar, (stage_dir / "log.csv").open("a", newline="") as fh:
-        writer = csv.writer(fh)
-        if start == 0:
-            writer.writerow(["step", "loss", "lr", "seconds", "spix", "ce", "gen", "ref", "heldout"])
-            best = _evaluate(model, cached, hold_idx, 0, best, stage_dir, cfg, weights)
-        task = bar.add_task("anchors", total=cfg.steps, completed=start) if bar else None
-        for step in range(start, cfg.steps):
-            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 91_919 + step)
-            pick = fit_idx[torch.randint(0, len(fit_idx), (cfg.batch,), generator=g)]
-            flip = bool(torch.rand((), generator=g) < 0.5)
-            counts, extra = _anchor_draws(g, cfg.batch, n_tokens, cfg)
-            gray, feats, ab = batch_of(cached, pick, flip)
-            lr = lr_at(step, cfg)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(cfg.seed * 1_000_003 + 37_373 + step)  # dropout masks
-                got = losses(model, gray, feats, ab, lambda t, c=counts, e=extra: true_anchors(t, c, e), cfg, weights,
-                             spix=step < cfg.spix_steps)
-            opt.zero_grad(set_to_none=True)
-            got["total"].backward()
-            opt.step()
-            totals.append(float(got["total"].detach()))
-            held = ""
-            if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-                best = _evaluate(model, cached, hold_idx, step + 1, best, stage_dir, cfg, weights)
-                held = f"{best['last']:.5f}"
-            writer.writerow([step + 1, f"{totals[-1]:.6f}", f"{lr:.3e}", f"{time.perf_counter() - t0:.1f}",
-                             *(f"{float(got[k].detach()):.5f}" for k in ("spix", "ce", "gen", "ref")), held])
-            if bar:
-                bar.update(task, advance=1, description=f"anchors loss {np.mean(totals[-50:]):.3f} "
-                                                        f"held-out best {best['score']:.3f} @ {best['step']}")
-            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-                fh.flush()
-                _checkpoint(model, opt, step + 1, best, stage_dir, cfg)
-    return {"stage": "anchors", "steps": cfg.steps, "resumed_at": start,
-            "seconds": round(time.perf_counter() - t0, 1), "best_step": best["step"],
-            "heldout": round(best["score"], 5), "heldout_parts": best.get("parts"),
-            "final_loss": float(np.mean(totals[-100:])) if totals else None}
+    spec = loop.Loop("anchors", ["step", "loss", "lr", "seconds", "spix", "ce", "gen", "ref", "heldout"], step,
+                     save=lambda s: checkpoint_with_best(model, opt, s, stage_dir, cfg, state["best"]),
+                     status=status, evaluate=evaluate)
+    summary = loop.run(spec, opt, cfg, start, stage_dir, show)
+    totals, best = summary.pop("losses"), state["best"]
+    return {"stage": "anchors", **summary, "best_step": best["step"], "heldout": round(best["score"], 5),
+            "heldout_parts": best.get("parts"), "final_loss": loop.final_loss(totals)}
 
 
-def _evaluate(model, cached, hold_idx, step: int, best: dict, stage_dir: Path, cfg, weights) -> dict:
-    from restorer.fs import atomic_folder
-
-    parts = held_out_losses(model, cached, hold_idx, cfg, weights)
-    score = parts["total"]
-    best = {**best, "last": score}
-    if score < best["score"]:
-        with atomic_folder(stage_dir / "best") as tmp:
-            model.save_pretrained(tmp)
-        best = {**best, "score": score, "step": step, "parts": {k: round(v, 5) for k, v in parts.items()}}
-    return best
+def _run(request: TrainRequest) -> dict[str, Any]:
+    cfg = AnchorsConfig(steps=request.steps, batch=request.batch or 8, lr=request.lr or 5e-4,
+                        warmup=request.warmup or 50, seed=request.seed, checkpoint_every=request.checkpoint_every,
+                        rebalance=request.rebalance)
+    return train_anchors(request.data, request.out, steps=request.steps, resume=request.resume, config=cfg,
+                         views=request.views or 8, progress=request.progress)
 
 
-def _checkpoint(model, opt, step: int, best: dict, stage_dir: Path, cfg: AnchorsConfig) -> None:
-    from restorer.pipelines.train import save_checkpoint
-
-    save_checkpoint(model, opt, list(model.named_parameters()), step, stage_dir / f"checkpoint-{step:06d}", cfg,
-                    save=lambda m, d: m.save_pretrained(d), extra={"best": best},
-                    add=lambda tmp: shutil.copytree(stage_dir / "best", tmp / "best"))
-    for old in sorted(stage_dir.glob("checkpoint-*[0-9]"))[:-2]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def export_anchors(src: Path, dst: Path) -> Path:
-    """Copy trained weights to ``dst/disco`` (float32: the model is small, and the export loads bit-identically)."""
-    from restorer.models.anchors.model import DiscoModel
-
-    model = DiscoModel.from_pretrained(Path(src), local_files_only=True, low_cpu_mem_usage=False)
-    target = Path(dst) / "disco"
-    shutil.rmtree(target, ignore_errors=True)
-    model.save_pretrained(target)
-    return target
+TRAINER = Trainer("the anchors network", {None: Stage(_run, export_anchors)})
