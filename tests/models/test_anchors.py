@@ -124,6 +124,28 @@ def test_sampling_follows_the_modelers_probabilities():
     assert tuple(anchor_colours(model, logits, None, 8)[0].tolist()) == tuple(map(float, BINS[3]))
 
 
+def test_the_annealed_mean_is_the_mean_of_the_bins_under_the_sharpened_distribution():
+    model = DiscoModel(bins=BINS, dim=32, heads=2, layers=1, ff=64, proj=8)
+    logits = torch.full((1, len(BINS)), -1e4)
+    logits[0, 3], logits[0, 60] = np.log(0.7), np.log(0.3)
+    t = 0.5  # p ** (1 / T), renormalised: 0.49 / 0.58 and 0.09 / 0.58
+    w = np.array([0.7 ** 2, 0.3 ** 2]) / (0.7 ** 2 + 0.3 ** 2)
+    expected = w[0] * np.array(BINS[3], float) + w[1] * np.array(BINS[60], float)
+    got = anchor_colours(model, logits, None, 8, temperature=t)[0].numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    # a seed still samples a bin, whatever the temperature
+    assert tuple(anchor_colours(model, logits, 1, 8, temperature=t)[0].tolist()) in {
+        tuple(map(float, BINS[3])), tuple(map(float, BINS[60]))}
+
+
+def test_an_unknown_colour_choice_is_refused():
+    from restorer.errors import InputError
+
+    model = DiscoModel(bins=BINS, dim=32, heads=2, layers=1, ff=64, proj=8)
+    with pytest.raises(InputError, match="colour"):
+        AnchorsEngine(model, FakeFeatures(), colour="median")
+
+
 # -- the generator's affinity and edits -----------------------------------------------------------------
 def test_an_edited_anchor_reaches_the_primitives_tied_to_it_and_not_the_others():
     # a built affinity: primitives 0-3 tied to anchor 0, primitives 4-7 to anchor 4

@@ -9,7 +9,8 @@ brings them to pixels. The pipeline upsamples the a*b* under the full-resolution
 
 Anchor colours:
 
-* automatic (no ``--seed`` chosen, ``ShotContext.sample`` False): each anchor takes its most likely bin;
+* automatic (no ``--seed`` chosen, ``ShotContext.sample`` False): each anchor takes its most likely bin
+  (``colour: mode``) or the annealed mean of its distribution (``colour: mean`` at ``temperature``; the preset's);
 * sampled (``--seed N``, ``--variants``): each anchor's bin is drawn from the modeler's distribution,
   restricted to its ``sample_top`` most likely bins and renormalised, with a generator seeded by the shot's
   seed: the same seed gives the same picture, another seed another plausible one;
@@ -38,7 +39,9 @@ from restorer.models.engine import FrameInput, ShotContext, check_chroma
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {"size": 256, "anchors": 8, "sample_top": 8, "kmeans_iterations": 10}
+DEFAULTS = {"size": 256, "anchors": 8, "sample_top": 8, "kmeans_iterations": 10, "colour": "mode",
+            "temperature": 0.38}
+COLOUR_CHOICES = ("mode", "mean")
 
 
 @dataclass(frozen=True)
@@ -66,12 +69,17 @@ class AnchorsEngine:
     has_automatic = True
 
     def __init__(self, model: Any, features: Any, *, size: int = 256, anchors: int = 8, sample_top: int = 8,
-                 kmeans_iterations: int = 10, device: str = "cpu", encoder: Any = None, runtime: str = "torch"):
+                 kmeans_iterations: int = 10, colour: str = "mode", temperature: float = 0.38, device: str = "cpu",
+                 encoder: Any = None, runtime: str = "torch"):
         """``model``: the DiscoModel, or its ONNX Runtime stand-in (``generate``, ``bin_colour``, ``pixel_cell``,
         ``config.cell``); ``encoder``: ``(small luma, gray) -> model.encode's outputs``, by default the torch
         ``features`` and ``model``."""
         self.size, self.n_anchors, self.sample_top = int(size), int(anchors), int(sample_top)
         self.kmeans_iterations = int(kmeans_iterations)
+        if colour not in COLOUR_CHOICES:
+            raise InputError(f"anchors option colour: {colour!r} is not one of {', '.join(COLOUR_CHOICES)}",
+                             hint="colour: mode (the most likely bin) or mean (the annealed mean)")
+        self.colour, self.temperature = colour, float(temperature)
         self.device, self.runtime = str(device), runtime
         self.model, self.features = model, features
         if isinstance(model, torch.nn.Module):
@@ -123,7 +131,8 @@ class AnchorsEngine:
         gray = resize(full, (size[0] // 2, size[1] // 2)) * 2 - 1  # the model's pixel level
         assoc, tokens, logits, feats, s8 = self.encoder(small, gray)
         index = locate(F.normalize(feats[0], dim=-1), self.n_anchors, self.kmeans_iterations)
-        ab = anchor_colours(model, logits[0, index], seed, self.sample_top)
+        ab = anchor_colours(model, logits[0, index], seed, self.sample_top,
+                            temperature=self.temperature if self.colour == "mean" else None)
         if colours is not None:
             ab = torch.as_tensor(colours, dtype=torch.float32, device=ab.device)[:len(index)]
         index, ab = apply_edits(assoc, model.pixel_cell, index, ab, edits, luma.shape)
@@ -168,11 +177,18 @@ class TorchEncoder:
         return self.model.encode(gray, pyramid)
 
 
-def anchor_colours(model: Any, logits: torch.Tensor, seed: int | None, top: int) -> torch.Tensor:
-    """(K, Q) logits of the anchors -> (K, 2) a*b*: the most likely bin's centre (``seed`` None), or a bin drawn
-    from the distribution restricted to its ``top`` most likely bins, with a generator seeded by ``seed``."""
+def anchor_colours(model: Any, logits: torch.Tensor, seed: int | None, top: int,
+                   temperature: float | None = None) -> torch.Tensor:
+    """(K, Q) logits of the anchors -> (K, 2) a*b*.
+
+    ``seed`` None: the most likely bin's centre, or with a ``temperature`` the annealed mean (Zhang et al.: the
+    mean of the bins under the distribution sharpened by 1/T). An int: a bin drawn from the distribution
+    restricted to its ``top`` most likely bins, with a generator seeded by ``seed``."""
     if seed is None:
-        return model.bin_colour(logits.argmax(-1))
+        if temperature is None:
+            return model.bin_colour(logits.argmax(-1))
+        p = F.softmax(logits.float() / float(temperature), dim=-1)
+        return p @ model.centers.to(p.device)
     p = F.softmax(logits.float(), dim=-1)
     top = max(1, min(int(top), p.shape[-1]))
     values, bins = p.topk(top, dim=-1)
@@ -208,7 +224,8 @@ def apply_edits(assoc: torch.Tensor, cell: int, index: torch.Tensor, ab: torch.T
 def open_anchors(options: dict | None = None, *, device: str | None = None, weights: Path | None = None,
                  dtype: Any = "auto", runtime: str = "torch", threads: int | None = None,
                  **_unused: Any) -> AnchorsEngine:
-    """Build the engine from a preset's options (``size``, ``anchors``, ``sample_top``, ``kmeans_iterations``).
+    """Build the engine from a preset's options (``size``, ``anchors``, ``sample_top``, ``kmeans_iterations``,
+    ``colour``: mode or mean, ``temperature`` of the mean).
 
     Runs in float32 whatever ``dtype`` says (the model is small; k-means and the bins want float32).
     ``runtime`` onnx: both halves of a frame on ONNX Runtime with ``threads`` intra-op threads
