@@ -59,14 +59,30 @@ class RestorerGroup(click.Group):
             _fail(f"internal error: {type(exc).__name__}: {exc} (run with RESTORER_DEBUG=1 for the traceback)", 1)
 
 
+def _quiet(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    """``--quiet`` given to the group or to the command: logging to warnings and errors, and the command sees it."""
+    if value and not ctx.meta.get("restorer.quiet"):
+        from restorer.console import setup_logging
+
+        ctx.meta["restorer.quiet"] = True  # meta is shared by the group's context and its commands'
+        setup_logging(quiet=True, debug=DEBUG)
+    return bool(ctx.meta.get("restorer.quiet"))
+
+
+# --quiet, one definition: `restorer -q CMD` and `restorer colorize ... -q` mean the same
+quiet_option = click.option("--quiet", "-q", is_flag=True, callback=_quiet,
+                            help="Warnings and errors only, no progress bars.")
+
+
 @click.group(cls=RestorerGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="restorer")
-@click.option("--quiet", "-q", "quiet_all", is_flag=True, help="Warnings and errors only.")
-def main(quiet_all: bool) -> None:
+@quiet_option
+def main(quiet: bool) -> None:
     """Colorize black-and-white films and photo archives."""
-    from restorer.console import setup_logging
+    if not quiet:
+        from restorer.console import setup_logging
 
-    setup_logging(quiet=quiet_all, debug=DEBUG)
+        setup_logging(quiet=False, debug=DEBUG)
 
 
 def engine_options(command):
@@ -124,7 +140,7 @@ def backend_options(command):
 @click.option("--bit-depth", type=click.Choice(["8", "10"]), default=None, help="Output bit depth (default: source).")
 @click.option("--report", type=click.Path(path_type=Path), help="Write a JSON report here.")
 @click.option("--strict", is_flag=True, help="Treat a damaged input as an error (exit 2, no output).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress, warnings only.")
+@quiet_option
 @click.option("--tracker", type=click.Choice(TRACKER_CHOICES), default=None,
               help="How instances follow their objects (default: sam2 with --sam2, else flow).")
 @click.option("--sam2", type=click.Path(path_type=Path), default=None, help="Local SAM2 folder.")
@@ -154,12 +170,8 @@ def colorize(inputs, output, shots, preset, device, dtype, threads, runtime, see
              strict, quiet, weights, base, tracker, sam2, box_refine, save_masks, temporal, keyframe_interval,
              chunk_frames, variants, steps, guidance, alpha, beta, fusion, backend, ray_address, ray_gpus_per_worker):
     """Colorize INPUTS (a film, images, or folders of images) into OUTPUT."""
-    from restorer.console import setup_logging
-    from restorer.pipelines.run import colorize_run
-
-    if quiet:
-        setup_logging(quiet=True, debug=DEBUG)
     from restorer.pipelines.options import ColorizeOptions
+    from restorer.pipelines.run import colorize_run
 
     overrides = {k: v for k, v in dict(steps=steps, guidance=guidance, alpha=alpha, beta=beta,
                                        fusion=fusion).items() if v is not None}

@@ -29,8 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from restorer.errors import InputError, JobLockedError, OutputError
-from restorer.fs import fsync_file as fsync_file  # re-exported: restorer.models.tracking.store imports them here
-from restorer.fs import open_atomic as open_atomic
 from restorer.fs import refuse_existing, stale_partials, write_json_atomic
 
 log = logging.getLogger(__name__)

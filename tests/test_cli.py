@@ -320,3 +320,34 @@ def test_cleanup_spares_the_temporary_files_of_similarly_named_outputs(tmp_path,
     proc = restorer("colorize", clip, "-o", tmp_path / "film.mkv", "--codec", "ffv1", *FAST)
     assert proc.returncode == 0, proc.stderr
     assert live.exists()
+
+
+@pytest.mark.parametrize("args", [["-q", "colorize", "in.png", "-o", "out.png"],
+                                  ["colorize", "in.png", "-o", "out.png", "--quiet"],
+                                  ["colorize", "in.png", "-o", "out.png"]])
+def test_quiet_means_the_same_given_to_the_group_or_to_colorize(monkeypatch, args):
+    import restorer.pipelines.run as run
+
+    seen = {}
+    monkeypatch.setattr(run, "colorize_run", lambda inputs, output, opts: seen.setdefault("quiet", opts.quiet))
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert seen["quiet"] is ("-q" in args or "--quiet" in args)  # no progress bars with either spelling
+    from restorer.cli import colorize
+
+    group, command = (next(p for p in c.params if p.name == "quiet") for c in (main, colorize))
+    assert (group.opts, group.help, group.callback) == (command.opts, command.help, command.callback)
+
+
+def test_device_auto_is_decided_in_one_place(monkeypatch):
+    import torch
+
+    from restorer.devices import resolve_device
+
+    root = Path(__file__).resolve().parents[1] / "restorer"
+    deciders = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if "cuda.is_available" in p.read_text())
+    assert deciders == ["devices.py"]  # engines, trackers and the pipeline all call resolve_device
+    for seen, expected in ((True, "cuda"), (False, "cpu")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda seen=seen: seen)
+        assert resolve_device("auto") == resolve_device(None) == resolve_device("") == expected
+    assert resolve_device("cpu") == "cpu" and resolve_device("cuda:1") == "cuda:1"

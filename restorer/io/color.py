@@ -18,12 +18,9 @@ a fraction of a degree), out-of-gamut ones keep hue and luma and lose chroma onl
 from __future__ import annotations
 
 import functools
-import logging
 
 import cv2
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 # Linear sRGB (D65) -> XYZ, IEC 61966-2-1.
 _RGB_TO_XYZ = np.array(
@@ -43,15 +40,6 @@ YCBCR_COEFFS: dict[str, tuple[float, float]] = {
     "bt601": (0.299, 0.114),
     "bt709": (0.2126, 0.0722),
     "bt2020": (0.2627, 0.0593),
-}
-
-# Colourspace tags as FFmpeg/PyAV and image headers spell them -> our matrix names.
-_TAG_TO_MATRIX = {
-    "bt601": "bt601", "bt470bg": "bt601", "smpte170m": "bt601", "smpte240m": "bt601",
-    "fcc": "bt601", "bt470m": "bt601", "ycgco": "bt601", "601": "bt601",
-    "bt709": "bt709", "709": "bt709",
-    "bt2020": "bt2020", "bt2020nc": "bt2020", "bt2020c": "bt2020", "bt2020_ncl": "bt2020",
-    "bt2020_cl": "bt2020", "2020": "bt2020",
 }
 
 
@@ -155,23 +143,6 @@ def ycbcr_coeffs(matrix: str) -> tuple[float, float, float]:
         known = sorted(YCBCR_COEFFS)
         raise ValueError(f"unknown Y'CbCr matrix {matrix!r}; expected one of {known}") from None
     return kr, 1.0 - kr - kb, kb
-
-
-def matrix_for(tag: str | None, size: tuple[int, int] | None = None) -> str:
-    """Pick the Y'CbCr matrix from a colourspace tag, or from the (height, width) when untagged.
-
-    Untagged pictures follow the usual convention: SD (up to 576 lines and 1024 wide) is BT.601,
-    anything larger BT.709. Unknown tags are treated as untagged.
-    """
-    if tag:
-        key = tag.strip().lower().replace("-", "").replace(".", "").replace(" ", "")
-        if key in _TAG_TO_MATRIX:
-            return _TAG_TO_MATRIX[key]
-        log.debug("unknown colourspace tag %r, choosing by size", tag)
-    if size is None:
-        return "bt601"
-    h, w = size
-    return "bt709" if (h > 576 or w > 1024) else "bt601"
 
 
 def rgb_to_luma(rgb: np.ndarray, matrix: str = "bt601") -> np.ndarray:
@@ -340,11 +311,6 @@ def recombine_pbpr(y: np.ndarray, ab: np.ndarray, matrix: str = "bt709") -> tupl
     pb = chroma[..., 2] / np.float32(2.0 * (1.0 - kb))
     pr = chroma[..., 0] / np.float32(2.0 * (1.0 - kr))
     return np.clip(pb, -0.5, 0.5), np.clip(pr, -0.5, 0.5)
-
-
-def desaturate_check(rgb: np.ndarray, y: np.ndarray, matrix: str = "bt601") -> float:
-    """Largest |Y'(rgb) - y|: 0 (up to float rounding) when a recombination kept the luma."""
-    return float(np.max(np.abs(rgb_to_luma(rgb, matrix) - np.asarray(y, dtype=np.float32))))
 
 
 # --- edge-aware upsampling ----------------------------------------------------------------------

@@ -1,12 +1,13 @@
 """The engine contract.
 
-An *engine* turns grayscale frames into chroma. Every colorizer (``stencil``,
-``mtcolor`` for the ``tiny`` and ``sd15`` presets) implements it, and
-the pipelines (photo, video, watch) only ever talk to this interface:
+An *engine* turns grayscale frames into chroma. Every colorizer (``stencil``, ``mtcolor`` for
+the ``tiny`` and ``sd15`` presets, ``anchors``; the registry is :data:`restorer.presets.ENGINES`)
+implements it, and the pipelines (photo, video, watch) only ever talk to this interface:
 
 1. The pipeline builds the engine once per run with :func:`open_engine` (weights are
    loaded here, once).
-2. For every shot (a photo is a one-shot film) it calls :meth:`Engine.shot` with a
+2. Before any work it calls :meth:`Engine.validate` on every shot's texts; then for every
+   shot (a photo is a one-shot film) it calls :meth:`Engine.shot` with a
    :class:`ShotContext` — the shot's seed, its prompt and its instance texts — and
    an iterator of :class:`FrameInput` in display order.
 3. The engine yields one :class:`numpy.ndarray` per frame, shape ``(h, w, 2)``,
@@ -75,6 +76,11 @@ class Engine(Protocol):
     """A colorizer. See the module docstring for the whole contract."""
 
     name: str
+
+    def validate(self, ctx: ShotContext) -> None:
+        """Refuse the shot's texts before any work starts (:class:`restorer.errors.InputError`, one line), so a
+        typo fails the run at once, not hours into a film; engines that take any text check nothing."""
+        ...
 
     def shot(self, ctx: ShotContext, frames: Iterable[FrameInput]) -> Iterator[np.ndarray]:
         """Yield (h, w, 2) float32 a*b* chroma for each frame, in order."""

@@ -94,13 +94,3 @@ def shot_seed(seed: int, shot_start: int) -> int:
     """A shot's seed depends on the run's seed and where the shot starts, not on the order of work."""
     digest = hashlib.sha256(f"{seed}:{shot_start}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    try:
-        import torch
-    except ImportError:
-        return "cpu"
-    return "cuda" if torch.cuda.is_available() else "cpu"

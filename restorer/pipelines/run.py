@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from restorer.console import Stopwatch, progress
+from restorer.devices import resolve_device
 from restorer.errors import InputError
 from restorer.fs import write_json_atomic
 from restorer.jobs import require_file
-from restorer.pipelines.options import ColorizeOptions, resolve_device
+from restorer.pipelines.options import ColorizeOptions
 from restorer.pipelines.photo import PhotoColorizationPipeline, is_image
 from restorer.pipelines.video import VideoColorizationPipeline, damage_summary, is_video
 

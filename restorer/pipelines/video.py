@@ -237,7 +237,7 @@ class VideoColorizationPipeline:
         else:
             colorized = self._colorize(film, info, seg, reader, masks)
         with SegmentWriter(final, info, codec=self.opts.codec, bit_depth=self.opts.bit_depth) as writer:
-            for decoded, _y, pb, pr in colorized:
+            for decoded, pb, pr in colorized:
                 writer.write(decoded.index, decoded.luma, pb, pr)
                 frames += 1
                 tick(None if stats is None else len(stats.keyframes))
@@ -276,7 +276,7 @@ class VideoColorizationPipeline:
                 pb = pr = np.zeros(y.shape, np.float32)
             else:
                 pb, pr = recombine_pbpr(y, full_chroma(ab, y, frame.masks), matrix)
-            yield decoded, y, pb, pr
+            yield decoded, pb, pr
 
     def _propagate(self, film, info, seg, reader, masks):
         """The temporal stage: the engine on the segment's keyframes, flow between them
@@ -327,7 +327,7 @@ class VideoColorizationPipeline:
                     pb = pr = np.zeros(y.shape, np.float32)
                 else:
                     pb, pr = recombine_pbpr(y, full_chroma(ab, y, item.masks), matrix)
-                yield item.payload, y, pb, pr
+                yield item.payload, pb, pr
 
         return frames(), prop.stats
 

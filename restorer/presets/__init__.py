@@ -76,6 +76,7 @@ def load_preset(name_or_path: str) -> Preset:
         first = str(exc).splitlines()
         raise InputError(f"invalid preset: {' '.join(first[:3])}", path=where,
                          hint="see `restorer presets` for the shipped examples") from None
+    check_options(preset, where)
     from restorer.shots.paths import UnsafePath, contained_path
 
     for key in ("base_config",):  # the options that name a path, each a folder
@@ -88,6 +89,29 @@ def load_preset(name_or_path: str) -> Preset:
                                  hint="put the folder beside the preset file and name it relatively, "
                                       "or set RESTORER_SD15_CONFIG instead") from None
     return preset
+
+
+# engine name -> "module:function" that refuses an option the engine does not read, (options) -> None raising
+# InputError; the module imports no torch (an engine without one checks its options when it opens)
+OPTION_CHECKS: dict[str, str] = {
+    "mtcolor": "restorer.models.mtcolor.options:check_options",
+}
+
+
+def check_options(preset: Preset, where: str) -> None:
+    """The engine's check of the preset's options, its refusal naming the preset file.
+
+    Raises:
+        InputError: an option the engine does not read (a typo), in one line naming ``where``.
+    """
+    check = OPTION_CHECKS.get(preset.engine)
+    if check is None:
+        return
+    module_name, function = check.split(":")
+    try:
+        getattr(importlib.import_module(module_name), function)(dict(preset.options))
+    except InputError as exc:
+        raise InputError(exc.problem, path=where, hint=exc.hint) from None
 
 
 # engine name -> "module:function" of its cheap path checks, (options, weights, base) -> None; the module

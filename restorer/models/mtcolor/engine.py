@@ -15,7 +15,7 @@ EfficientNet features, VAE, text encoder) is registered in ``engine.modules``, s
 :meth:`MTColorEngine.to` moves them all at once, and every tensor the engine makes is made on
 its device. ``dtype`` (auto: float16 on CUDA, float32 on the CPU) is what the diffusion modules
 and the text encoder run in; the DDIM state and the colour prior's path stay float32
-(``LATENT``, ``FLOAT32_MODULES``: measured, bfloat16 there moved colours by up to 12 a*b* units).
+(``LATENT``, ``FLOAT32_MODULES``; why: bench/RESULTS.md, "Precision on the CPU").
 
 Options (preset YAML ``options:``; CLI ``overrides`` replace them): ``backbone`` (tiny |
 sd15), ``steps``, ``guidance``, ``eta``, ``alpha``, ``beta``, ``fusion`` (vp | literal),
@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from restorer.devices import resolve_device
 from restorer.errors import InputError, WeightsError
 from restorer.models.engine import FrameInput, ShotContext, check_chroma
 from restorer.models.mtcolor.model import Conditions, MTColorModel, guided_eps
@@ -47,12 +48,12 @@ from restorer.models.mtcolor.sampler import SamplingOptions, Schedule, instance_
 log = logging.getLogger(__name__)
 
 # The DDIM state (z_t, the fusion, the prior's z_0 guess) stays float32 whatever the engine's dtype, as
-# diffusers' schedulers keep it: in bfloat16 a latent of a*b* / 100 has steps of 0.8 a*b* units, and 20
-# steps of rounding moved colours by up to 12 units; only what enters a module is in the engine's dtype.
+# diffusers' schedulers keep it: a latent of a*b* / 100 rounded to bfloat16 at every step drifts; only what
+# enters a module is in the engine's dtype.
 LATENT = torch.float32
-# tiny's colour prior reads the EfficientNet pyramid and sharpens its logits by 1 / T = 2.5 before the annealed
-# mean: in bfloat16 the features moved by up to 6 (of 48) and background colours by 12 a*b* units. Both are small
-# next to the diffusion (one pass per frame, not 2 x 20), so they run in float32 at any engine dtype.
+# tiny's colour prior (EfficientNet pyramid, logits sharpened by 1 / T before the annealed mean) is as sensitive,
+# and cheap next to the diffusion (one pass per frame), so it runs in float32 at any engine dtype.
+# The measurements behind both: bench/RESULTS.md, "Precision on the CPU".
 FLOAT32_MODULES = ("features", "prior", "prior_features")
 
 OVERRIDES = ("steps", "guidance", "alpha", "beta", "fusion", "eta", "prior", "prior_temperature", "prior_strength",
@@ -104,6 +105,9 @@ class MTColorEngine:
                 module.to(device=device, dtype=dtype)
         self.device, self.dtype = str(device), dtype
         return self
+
+    def validate(self, ctx: ShotContext) -> None:
+        """Nothing to refuse: the text encoder reads any text (free phrasing, any colour word)."""
 
     def shot(self, ctx: ShotContext, frames: Iterable[FrameInput]) -> Iterator[np.ndarray]:
         texts = self.embed(ctx)
@@ -289,14 +293,17 @@ def open_mtcolor(options: dict, *, device: str, weights: Path | None, base: Path
     intra-op threads, :mod:`restorer.models.mtcolor.onnx_runtime`; they run in float32).
 
     Raises:
+        InputError: an option it does not read (:mod:`restorer.models.mtcolor.options`).
         WeightsError: weights missing or mismatched (exit code 2), naming what, where, and the flag.
     """
+    from restorer.models.mtcolor.options import check_options
     from restorer.models.mtcolor.paths import check_paths
 
+    check_options(options)
     opts = {**options, **{k: v for k, v in (overrides or {}).items() if k in OVERRIDES and v is not None}}
     backbone = opts.get("backbone", "tiny")
     check_paths(opts, weights, base, runtime=runtime)  # every missing path or package refused before any load
-    device = str(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     if backbone == "tiny" and runtime == "onnx":
         from restorer.models.mtcolor.onnx_runtime import open_tiny_onnx

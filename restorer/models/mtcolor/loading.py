@@ -12,8 +12,8 @@ Layouts (diffusers format: ``config.json`` + ``*.safetensors`` per folder):
   scheduler/`` (weights not needed there). The file's keys are either diffusers names
   prefixed by component (``unet.``, ``vae.``, ``text_encoder.``; what
   :func:`save_single_file` writes) or the original CompVis/LDM layout
-  (``model.diffusion_model.``), which diffusers' ``from_single_file`` converts with
-  ``config=`` the same local folder.
+  (``model.diffusion_model.``), which diffusers' single-file converters turn into the former
+  with the same local configs; both then load with strict keys.
 """
 
 from __future__ import annotations
@@ -58,14 +58,14 @@ def load_sd15_folder(root: Path, dtype: torch.dtype) -> dict[str, Any]:
 
 
 def load_sd15_single(path: Path, config_dir: Path, dtype: torch.dtype) -> dict[str, Any]:
-    """The same parts from one ``.safetensors`` file and a local config folder."""
+    """The same parts from one ``.safetensors`` file (either key layout) and a local config folder."""
     from safetensors.torch import load_file
 
     require(config_dir, SD15_PARTS, "configs for the single-file SD 1.5 checkpoint", "RESTORER_SD15_CONFIG",
             "RESTORER_SD15_CONFIG")
     state = load_file(path)
     if any(k.startswith("model.diffusion_model.") for k in state):
-        return _load_ldm_single(path, config_dir, dtype)
+        state = _prefixed_from_ldm(state, config_dir)
     return _load_prefixed(state, path, config_dir, dtype)
 
 
@@ -96,16 +96,22 @@ def _load_prefixed(state: dict[str, torch.Tensor], path: Path, config_dir: Path,
             "scheduler": dict(DDIMScheduler.load_config(config_dir / "scheduler"))}
 
 
-def _load_ldm_single(path: Path, config_dir: Path, dtype: torch.dtype) -> dict:
-    """Original-layout checkpoints: diffusers converts them, configs from ``config_dir`` (untested here)."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+def _prefixed_from_ldm(state: dict[str, torch.Tensor], config_dir: Path) -> dict[str, torch.Tensor]:
+    """An original-layout checkpoint's U-Net, VAE and text encoder under the prefixes :func:`save_single_file`
+    writes, converted by diffusers' single-file converters with the local configs (what they do not convert,
+    EMA copies and the noise schedule's buffers, is left out)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import (
+        convert_ldm_clip_checkpoint,
+        convert_ldm_unet_checkpoint,
+        convert_ldm_vae_checkpoint,
+    )
 
-    from restorer.models.mtcolor.text import CLIPText
-
-    pipe = StableDiffusionPipeline.from_single_file(str(path), config=str(config_dir), local_files_only=True,
-                                                    torch_dtype=dtype, safety_checker=None)
-    return {"unet": pipe.unet, "vae": pipe.vae, "text": CLIPText(pipe.text_encoder.eval(), pipe.tokenizer),
-            "scheduler": dict(DDIMScheduler.load_config(config_dir / "scheduler"))}
+    parts = {"unet": convert_ldm_unet_checkpoint(state, UNet2DConditionModel.load_config(config_dir / "unet")),
+             "vae": convert_ldm_vae_checkpoint(state, AutoencoderKL.load_config(config_dir / "vae")),
+             "text_encoder": convert_ldm_clip_checkpoint(state)}
+    parts["text_encoder"].pop("text_model.embeddings.position_ids", None)  # a fixed arange, not a weight
+    return {f"{name}.{k}": v for name, part in parts.items() for k, v in part.items()}
 
 
 def save_single_file(parts: dict[str, torch.nn.Module], path: Path) -> None:

@@ -1,48 +1,16 @@
 """Multi-instance sampling (Sec. III-C, Eqs. 8-9) on a DDIM schedule with classifier-free guidance.
 
 1. All samples start from the same initial noise z_T (seeded per shot by the engine).
-2. For the first ``round(alpha * steps)`` steps, each instance is denoised with only its own
-   mask and text, all instances batched in one forward pass; the global sample is denoised
-   alongside with every condition.
-3. The latents are fused by the masks (:func:`fuse`), then the remaining steps run globally
-   with every condition (Eq. 9).
+2. For the first ``round(alpha * steps)`` steps each instance is denoised with only its own mask and
+   text (all instances in one batch; with ``crop`` on a box of ``margin`` latent cells around its mask),
+   the global sample alongside with every condition.
+3. The latents are fused by the masks (:func:`fuse`), then the remaining steps run globally (Eq. 9).
 
-DDIM is written out (:func:`ddim_step`) rather than taken from ``DDIMScheduler.step`` so that
-each sample draws its eta-noise from its own generator: an instance then gets the same noise
-whether it is batched with the others or denoised alone, and a frame the same as any other
-frame of its shot. The schedule (timesteps, alphas) comes from diffusers' ``DDIMScheduler``.
-
-Fusion. ``literal`` is Eq. 8, ``beta * m_g * z_g + sum_i m_i * z_i``. It multiplies the
-background by beta = 0.2, i.e. a latent with a fifth of the signal *and* of the noise that
-the next DDIM step expects at that timestep; the global phase then treats it as a nearly
-clean, grey latent and the background comes out desaturated. ``convex`` divides Eq. 8 by
-the sum of its weights, ``beta m_g + sum_i m_i``: with hard masks it pastes the instance
-latents onto the unscaled global one, and where masks are fractional (borders resized to the
-latent grid) it blends them, beta setting the background's share. Since every sample starts
-from the same z_T (and DDIM keeps that noise), the samples' noise parts agree, so a weighted
-mean keeps both the signal's and the noise's scale, also when fusion happens at the last step
-(``alpha`` = 1, clean latents). ``vp`` divides by the per-pixel norm of the weights,
-``sqrt(beta² m_g² + sum_i m_i²)``, which is right for *independent* noises: it inflates a
-border cell shared by two instances by up to sqrt(2). Masks are first made a partition of
-unity by coverage, later instances on top (an instance takes what the ones above it left),
-so overlapping masks are not counted twice and instance masks that tile the frame leave no
-weight to the background: then, with ``alpha`` = 1, the global sample is not computed at all,
-and what one instance's text changes cannot reach cells the others cover fully.
-
-Centred noise. With ``center_noise`` each sample (the global one, and each instance on its
-box) starts from z_T minus its per-channel spatial mean. At the first steps the latent
-still carries a little of the picture (sqrt(ᾱ) = 0.08 at t = 950 on tiny's schedule), and a
-model cannot tell the noise's mean from a global colour; a seeded z_T has the same mean for
-every photo of a size, so that mean came out as the same colour cast on every picture
-(tiny, 32 validation photos: CIEDE2000 16.11 with it, 13.28 without). Removing one degree of
-freedom per channel leaves the rest of the noise as it was.
-
-Crops. With ``crop=True`` each instance is denoised on a box around its mask (``margin``
-latent cells each side, all boxes the same size so they batch) instead of the whole frame.
-What it changes: the instance sample only sees its neighbourhood (the U-Net's receptive
-field and the global prompt's context stop at the box) and a box touching the frame
-border is shifted inside it; the fused result is what the instance region of the box
-holds, so only the cost changes where the margin covers the U-Net's receptive field.
+DDIM is written out (:func:`ddim_step`) so that each sample draws its eta-noise from its own generator:
+an instance gets the same noise batched or alone, and a frame the same as any other frame of its shot.
+The schedule comes from diffusers' ``DDIMScheduler``. With ``center_noise`` each sample starts from z_T
+less its per-channel mean, which a model cannot tell from a global colour cast (the measurement:
+bench/RESULTS.md, "MT-Color sampling").
 """
 
 from __future__ import annotations
@@ -103,7 +71,14 @@ def partition(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def fuse(z_g: torch.Tensor, z_i: torch.Tensor, masks: torch.Tensor, beta: float, form: str) -> torch.Tensor:
-    """Eq. 8. z_g (C, h, w); z_i (R, C, h, w); masks (R, h, w) in [0, 1]; form 'literal', 'convex' or 'vp'."""
+    """Eq. 8. z_g (C, h, w); z_i (R, C, h, w); masks (R, h, w) in [0, 1]; form 'literal', 'convex' or 'vp'.
+
+    ``literal`` is Eq. 8 as printed, ``beta m_g z_g + sum_i m_i z_i``: the background keeps a fifth of the
+    signal and of the noise the next step expects, and comes out grey. ``convex`` divides by the weights'
+    sum: all samples share z_T, so a weighted mean keeps the noise's scale. ``vp`` divides by the weights'
+    norm, right for independent noises (a border cell shared by two instances grows by up to sqrt 2).
+    The masks are first a partition of unity (:func:`partition`), so overlaps count once.
+    """
     m, m_g = partition(masks.to(z_g.dtype))
     fused = beta * m_g * z_g + (m[:, None] * z_i).sum(0)
     if form == "literal":

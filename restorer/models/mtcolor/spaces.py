@@ -3,7 +3,7 @@
 tiny — *chroma space*. The latent is CIE a*, b* (D65) divided by ``ab_scale`` at a
 reduced grid: the frame is scaled so that its long side is ``grid`` cells (32 by default,
 a downscale factor of 16 for a 512² frame; both sides rounded to a multiple of 4 for the
-U-Net), which is where a 2-core CPU can afford 20 guided steps (CPU-BUDGET.md). Colour is
+U-Net), which is where a 2-core CPU can afford 20 guided steps (bench/RESULTS.md, MT-Color). Colour is
 low-frequency, and the pipeline upsamples the chroma under the full-resolution luma. The
 grayscale at the grid is concatenated to the U-Net input (3 channels in, 2 out), and
 ControlNet's condition is that grayscale plus frozen EfficientNet-Lite0 features

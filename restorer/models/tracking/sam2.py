@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...devices import resolve_device
 from ...errors import WeightsError
 from .flow import read_backwards
 from .prompts import FrameSource, Prompt, ShotPrompts, to_uint8
@@ -55,12 +56,6 @@ def check_sam2_folder(folder: str | Path) -> Path:
     return folder
 
 
-def _default_device(device: str | None) -> str:
-    import torch
-
-    return device or ("cuda" if torch.cuda.is_available() else "cpu")
-
-
 class Sam2Tracker:
     """SAM2 video tracking; build with :meth:`from_pretrained`."""
 
@@ -84,7 +79,7 @@ class Sam2Tracker:
 
         from ..strict import from_pretrained_strict
 
-        device = _default_device(device)
+        device = resolve_device(device)
         # a missing, unexpected or mis-shaped tensor is refused too, naming the first keys
         model = from_pretrained_strict(Sam2VideoModel, folder, "SAM2 weights")
         try:

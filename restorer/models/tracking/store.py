@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from restorer.jobs import fsync_file, open_atomic
+from restorer.fs import fsync_file, open_atomic
 
 log = logging.getLogger(__name__)
 

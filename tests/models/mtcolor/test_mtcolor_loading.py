@@ -91,6 +91,37 @@ def test_sd15_folder_and_single_file_reproduce(tiny_sd, monkeypatch) -> None:
     assert np.array_equal(a, b) and np.array_equal(a, c)
 
 
+def test_an_original_layout_single_file_loads_as_the_folder(tiny_sd) -> None:
+    """SD 1.5 as most people have it (the CompVis/LDM keys: model.diffusion_model., first_stage_model.,
+    cond_stage_model.), with its configs beside it in the documented layout (no model_index.json)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors.torch import load_file, save_file
+    from transformers import CLIPTextModel
+
+    from restorer.models.mtcolor.loading import load_sd15_single
+
+    from .helpers import ldm_layout
+
+    base, _, single = tiny_sd
+    unet, vae = UNet2DConditionModel.from_pretrained(base / "unet"), AutoencoderKL.from_pretrained(base / "vae")
+    text = CLIPTextModel.from_pretrained(base / "text_encoder")
+    ldm = single.parent / "sd15_ldm.safetensors"
+    extras = {"model_ema.decay": torch.tensor(0.9999), "alphas_cumprod": torch.ones(1000),  # as SD 1.5's file has
+              "cond_stage_model.transformer.text_model.embeddings.position_ids": torch.arange(16)[None]}
+    save_file({**ldm_layout(unet, vae, text), **extras}, ldm)
+    parts = load_sd15_single(ldm, single.parent, torch.float32)
+    for got, ref in ((parts["unet"], unet), (parts["vae"], vae), (parts["text"].encoder, text)):
+        a, b = got.state_dict(), ref.state_dict()
+        assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in b)
+    state = load_file(ldm)
+    key = sorted(k for k in state if k.startswith("first_stage_model.decoder."))[0]
+    del state[key]
+    save_file(state, ldm)
+    with pytest.raises(WeightsError, match="vae") as exc:  # a missing tensor is refused as in the other layout
+        load_sd15_single(ldm, single.parent, torch.float32)
+    assert str(ldm) in str(exc.value) and "\n" not in str(exc.value)
+
+
 def test_missing_weights_say_what_where_and_how(tiny_sd, tmp_path, monkeypatch) -> None:
     base, ours, _ = tiny_sd
     monkeypatch.delenv("RESTORER_SD15", raising=False)

@@ -95,3 +95,14 @@ def test_missing_sam2_folder_says_where_what_and_the_flag(tmp_path):
     with pytest.raises(WeightsError, match="--sam2"):
         open_tracker("sam2")
     assert open_tracker(None).name == "flow"
+
+
+def test_the_store_writes_through_restorer_fs_the_one_home_for_safe_writes():
+    from pathlib import Path
+
+    import restorer.jobs
+    from restorer.models.tracking import store
+
+    source = Path(store.__file__).read_text()
+    assert "from restorer.fs import fsync_file, open_atomic" in source and "restorer.jobs" not in source
+    assert not hasattr(restorer.jobs, "fsync_file") and not hasattr(restorer.jobs, "open_atomic")  # no re-export
