@@ -15,6 +15,7 @@ import click
 
 from restorer import __version__
 from restorer.io.codecs import CODECS  # the codec table: --codec's choices
+from restorer.models.mtcolor.paths import RUNTIMES  # --runtime's choices
 from restorer.models.tracking.tracker import TRACKERS
 
 DEBUG = os.environ.get("RESTORER_DEBUG", "") not in ("", "0")
@@ -96,12 +97,14 @@ def engine_options(command):
                      help="Model precision (auto: float16 on CUDA, float32 on the CPU)."),
         click.option("--threads", type=click.IntRange(1, 1024), default=None,
                      help="CPU threads for the model (default: torch's choice, usually one per core)."),
-        click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
-                     help='What runs the model: torch, or ONNX Runtime (tiny only; pip install "restorer[onnx]"; '
-                          "exported once into a cache, or --weights a folder from `restorer export onnx`)."),
+        click.option("--runtime", type=click.Choice(list(RUNTIMES)), default="torch", show_default=True,
+                     help='What runs the model: torch, or ONNX Runtime (tiny and anchors; pip install '
+                          '"restorer[onnx]"; exported once into a cache, or --weights a folder from '
+                          "`restorer export onnx`)."),
         click.option("--seed", type=int, default=None,
                      help="Same seed, same colours (default 0). The anchors preset without it gives each anchor "
-                          "its most likely colour; with it, colours drawn from the model's distributions."),
+                          "its expected colour (the annealed mean); with it, colours drawn from the model's "
+                          "distributions."),
         click.option("--weights", type=click.Path(path_type=Path), default=None, envvar="RESTORER_WEIGHTS",
                      help="Folder with restorer's own weights [env RESTORER_WEIGHTS]."),
         click.option("--base", type=click.Path(path_type=Path), default=None, envvar="RESTORER_SD15",

@@ -116,6 +116,7 @@ def check_options(preset: Preset, where: str) -> None:
 
 # engine name -> "module:function" of its cheap path checks, (options, weights, base) -> None; the module
 # imports no torch, diffusers or transformers (an engine without one has nothing to check)
+ONNX_ENGINES = ("mtcolor", "anchors")  # engines with an ONNX Runtime path (mtcolor: its tiny backbone only)
 PATH_CHECKS: dict[str, str] = {
     "mtcolor": "restorer.models.mtcolor.paths:check_paths",
     "anchors": "restorer.models.anchors.paths:check_paths",
@@ -126,7 +127,8 @@ def preflight(preset: Preset | str, *, weights: Path | None = None, base: Path |
               runtime: str = "torch") -> None:
     """The engine's refusals that need no model: missing weights, base, packages; under a second, no torch.
 
-    ``runtime`` other than torch (``onnx``: ONNX Runtime) runs the tiny preset only, and needs its package.
+    ``runtime`` other than torch (``onnx``: ONNX Runtime) runs the tiny and anchors presets only, and needs its
+    package.
 
     Raises:
         WeightsError: what is missing, where it looked and the flag that supplies it.
@@ -134,11 +136,11 @@ def preflight(preset: Preset | str, *, weights: Path | None = None, base: Path |
     """
     if isinstance(preset, str):
         preset = load_preset(preset)
-    if runtime != "torch" and not (preset.engine == "mtcolor" and preset.options.get("backbone", "tiny") == "tiny"):
+    if runtime != "torch" and preset.engine not in ONNX_ENGINES:
         from restorer.errors import WeightsError
 
-        raise WeightsError(f"--runtime {runtime} runs the tiny preset only, not {preset.name!r}",
-                           hint="use --preset tiny, or --runtime torch")
+        raise WeightsError(f"--runtime {runtime} runs the tiny and anchors presets only, not {preset.name!r}",
+                           hint="use --preset tiny or anchors, or --runtime torch")
     check = PATH_CHECKS.get(preset.engine)
     if check is None:
         return
@@ -165,6 +167,6 @@ def open_engine(preset: Preset, *, device: str = "cpu", dtype: str = "auto", wei
                              "which this version does not include",
                              hint="choose another preset (`restorer presets`)") from None
         raise
-    extra = {"runtime": runtime, "threads": threads} if runtime != "torch" else {}  # tiny's only
+    extra = {"runtime": runtime, "threads": threads} if runtime != "torch" else {}  # ONNX_ENGINES' only
     return getattr(module, factory)(dict(preset.options), device=device, dtype=dtype, weights=weights, base=base,
                                     overrides=dict(overrides or {}), **extra)
