@@ -1,6 +1,6 @@
-"""tiny on ONNX Runtime against torch, in one run: the automatic path (features + colour prior, what a
-photo without texts costs) and a frame with one instance text (the diffusion steps through the U-Net,
-ControlNet and instance branch).
+"""tiny and anchors on ONNX Runtime against torch, in one run: tiny's automatic path (features + colour prior,
+what a photo without texts costs) and a frame with one instance text (the diffusion steps through the U-Net,
+ControlNet and instance branch); anchors' automatic frame (both graphs and the anchor choice between them).
 
 Run: python bench/bench_onnx.py [--size 512] [--repeat 5] [--threads 2]
 
@@ -71,6 +71,26 @@ def main() -> None:
     print("| --- | --- | --- | --- |")
     for runtime, (opened, auto, inst) in rows.items():
         print(f"| {runtime} | {opened:.1f} | {auto:.3f} | {inst:.2f} |")
+    anchors = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["RESTORER_CACHE"] = tmp
+        for runtime in ("torch", "onnx"):
+            t0 = time.perf_counter()
+            engine = open_engine(load_preset("anchors"), runtime=runtime, threads=args.threads)
+            opened = time.perf_counter() - t0
+            engine.automatic(frame_auto)
+            auto = []
+            for _ in range(args.repeat):
+                t0 = time.perf_counter()
+                outputs["anchors_" + runtime] = engine.automatic(frame_auto)
+                auto.append(time.perf_counter() - t0)
+            anchors[runtime] = (opened, statistics.median(auto))
+    print("\n| anchors runtime | open s (onnx: includes the export) | automatic s |\n| --- | --- | --- |")
+    for runtime, (opened, auto) in anchors.items():
+        print(f"| {runtime} | {opened:.1f} | {auto:.3f} |")
+    d = np.linalg.norm(outputs["anchors_onnx"] - outputs["anchors_torch"], axis=-1)
+    print(f"anchors onnx / torch time: {anchors['onnx'][1] / anchors['torch'][1]:.2f}x; a*b* difference: mean "
+          f"{d.mean():.2e}, max {d.max():.2e}\n")
     t, o = rows["torch"], rows["onnx"]
     print(f"onnx / torch time: automatic {o[1] / t[1]:.2f}x, instance frame {o[2] / t[2]:.2f}x")
     for key in ("", "_inst"):

@@ -99,6 +99,8 @@ def session(path: Path, threads: int | None = None, device: str | None = None):
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.intra_op_num_threads = int(threads or os.cpu_count() or 1)
     so.log_severity_level = 3
+    # no busy-waiting between runs: torch works between the graphs (the sampler, k-means) on the same cores
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), so, providers=providers(device))
 
 

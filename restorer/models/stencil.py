@@ -110,6 +110,14 @@ class StencilEngine:
 _OPTIONS = {"max_side": int, "tone_strength": float}
 
 
+def check_options(options: dict[str, Any]) -> None:
+    """Refuse an option the stencil engine does not read (:data:`restorer.presets.OPTION_CHECKS`)."""
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise InputError(f"unknown stencil option(s): {', '.join(unknown)}",
+                         hint=f"the stencil engine takes {', '.join(_OPTIONS)}")
+
+
 def open_stencil(options: dict[str, Any] | None = None, *, device: str = "cpu", dtype: str = "auto",
                  **_unused: Any) -> StencilEngine:
     """Build the stencil engine from a preset's engine options.
@@ -124,10 +132,7 @@ def open_stencil(options: dict[str, Any] | None = None, *, device: str = "cpu", 
         InputError: an unknown option or a value of the wrong type.
     """
     options = dict(options or {})
-    unknown = sorted(set(options) - set(_OPTIONS))
-    if unknown:
-        raise InputError(f"unknown stencil option(s): {', '.join(unknown)}",
-                         hint=f"the stencil engine takes {', '.join(_OPTIONS)}")
+    check_options(options)
     try:
         kwargs = {key: _OPTIONS[key](value) for key, value in options.items()}
         return StencilEngine(**kwargs)

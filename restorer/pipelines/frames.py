@@ -1,8 +1,7 @@
-"""From an engine's chroma to the pixels of the output: the one place that recombines.
+"""An engine's chroma brought to the frame's size: luma-guided upsampling, kept apart by the instance masks.
 
-Shared by the photo and the video pipelines: the engine's chroma in, full-resolution
-chroma out (luma-guided upsampling, kept apart by the frame's instance masks), recombined
-with the source's own luma by :mod:`restorer.io.color`.
+Shared by the photo path (:func:`restorer.pipelines.photo.colorize_frame`) and the video pipeline; the
+recombination with the source's own luma is :mod:`restorer.io.color`'s.
 """
 
 from __future__ import annotations

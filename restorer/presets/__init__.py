@@ -92,9 +92,11 @@ def load_preset(name_or_path: str) -> Preset:
 
 
 # engine name -> "module:function" that refuses an option the engine does not read, (options) -> None raising
-# InputError; the module imports no torch (an engine without one checks its options when it opens)
+# InputError; the module imports no torch
 OPTION_CHECKS: dict[str, str] = {
     "mtcolor": "restorer.models.mtcolor.options:check_options",
+    "stencil": "restorer.models.stencil:check_options",
+    "anchors": "restorer.models.anchors.paths:check_options",
 }
 
 

@@ -123,9 +123,9 @@ def check_texts(engine: Any, shots_file: ShotsFile | None) -> None:
     The engine names ``ShotContext.source`` in its messages, so giving it "shots.yaml:LINE"
     makes an unknown colour word point at the line to fix rather than at the film.
     """
-    validate = getattr(engine, "validate", None)
-    if validate is None or shots_file is None:
+    if engine is None or shots_file is None:  # no engine: nothing reads the texts yet (``shots check`` alone)
         return
+    validate = engine.validate
     from restorer.models.engine import InstanceText, ShotContext
 
     source = shots_file.source

@@ -33,15 +33,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from restorer.errors import InputError
 from restorer.models.anchors.locator import locate
+from restorer.models.anchors.paths import DEFAULTS, check_options
 from restorer.models.engine import FrameInput, ShotContext, check_chroma
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {"size": 256, "anchors": 8, "sample_top": 8, "kmeans_iterations": 10, "colour": "mode",
-            "temperature": 0.38}
-COLOUR_CHOICES = ("mode", "mean")
 
 
 @dataclass(frozen=True)
@@ -76,9 +73,7 @@ class AnchorsEngine:
         ``features`` and ``model``."""
         self.size, self.n_anchors, self.sample_top = int(size), int(anchors), int(sample_top)
         self.kmeans_iterations = int(kmeans_iterations)
-        if colour not in COLOUR_CHOICES:
-            raise InputError(f"anchors option colour: {colour!r} is not one of {', '.join(COLOUR_CHOICES)}",
-                             hint="colour: mode (the most likely bin) or mean (the annealed mean)")
+        check_options({"colour": colour})
         self.colour, self.temperature = colour, float(temperature)
         self.device, self.runtime = str(device), runtime
         self.model, self.features = model, features
@@ -242,10 +237,7 @@ def open_anchors(options: dict | None = None, *, device: str | None = None, weig
     from restorer.models.strict import from_pretrained_strict
 
     options = dict(options or {})
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        raise InputError(f"unknown anchors option(s): {', '.join(unknown)}",
-                         hint=f"the anchors engine takes {', '.join(DEFAULTS)}")
+    check_options(options)
     check_paths(options, weights, runtime=runtime)
     if runtime == "onnx":
         from restorer.models.anchors.onnx_runtime import open_anchors_onnx

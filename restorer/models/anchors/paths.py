@@ -11,7 +11,24 @@ from restorer.errors import WeightsError
 from restorer.models.mtcolor.paths import FEATURE_PACKAGES, MANIFEST, RUNTIMES, require_onnxruntime, resolve
 
 PART = "disco"
+# the preset options and their defaults (restorer/presets/anchors.yaml; the engine's module docstring)
+DEFAULTS = {"size": 256, "anchors": 8, "sample_top": 8, "kmeans_iterations": 10, "colour": "mode",
+            "temperature": 0.38}
+COLOUR_CHOICES = ("mode", "mean")
 ONNX_FORMAT = "restorer-anchors-onnx/1"  # an exported folder's (restorer.models.anchors.onnx_runtime)
+
+
+def check_options(options: dict) -> None:
+    """Refuse an option the anchors engine does not read, or a colour choice it does not know."""
+    from restorer.errors import InputError
+
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        raise InputError(f"unknown anchors option(s): {', '.join(unknown)}",
+                         hint=f"the anchors engine takes {', '.join(DEFAULTS)}")
+    if options.get("colour", "mode") not in COLOUR_CHOICES:
+        raise InputError(f"anchors option colour: {options['colour']!r} is not one of {', '.join(COLOUR_CHOICES)}",
+                         hint="colour: mode (the most likely bin) or mean (the annealed mean)")
 
 
 def check_paths(options: dict, weights: Path | None, base: Path | None = None, runtime: str = "torch") -> None:

@@ -68,3 +68,24 @@ def test_every_engine_has_the_protocols_validate():
     assert {"validate", "shot", "close"} <= set(vars(Engine))
     for cls in (StencilEngine, MTColorEngine, AnchorsEngine):
         assert callable(getattr(cls, "validate", None)), cls.__name__
+
+
+@pytest.mark.parametrize(("engine", "typo", "wanted"), [("stencil", "max_sied", "max_side"),
+                                                        ("anchors", "temprature", "temperature")])
+def test_a_typo_in_a_stencil_or_anchors_preset_is_refused_naming_the_file(tmp_path, engine, typo, wanted):
+    from restorer.presets import load_preset
+
+    path = _preset(tmp_path, f"name: mine\nengine: {engine}\ndescription: mine\noptions:\n  {typo}: 1\n")
+    with pytest.raises(InputError) as exc:
+        load_preset(str(path))
+    msg = str(exc.value)
+    assert "\n" not in msg and str(path) in msg
+    assert f"unknown {engine} option(s): {typo}" in msg and wanted in msg
+
+
+def test_an_unknown_anchors_colour_choice_is_refused_when_the_preset_loads(tmp_path):
+    from restorer.presets import load_preset
+
+    path = _preset(tmp_path, "name: mine\nengine: anchors\ndescription: mine\noptions:\n  colour: median\n")
+    with pytest.raises(InputError, match="colour.*median.*mode, mean"):
+        load_preset(str(path))
