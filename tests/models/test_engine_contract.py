@@ -124,3 +124,20 @@ def test_automatic_colour_keeps_the_contract(eng):
     a, b = engine.automatic(frame), engine.automatic(frame)
     assert a.ndim == 3 and a.shape[2] == 2 and a.dtype == np.float32
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_photo_is_a_one_frame_film(eng):
+    """The photo core (:func:`restorer.pipelines.photo.colorize_frame`) gives what the film path gives its frame:
+    that frame's chroma from the shot, upsampled under the luma and recombined, the luma kept."""
+    from restorer.io.color import rgb_to_luma
+    from restorer.pipelines.photo import chroma_rgb, colorize_frame
+
+    _, engine = eng
+    frames = _frames()
+    film = list(engine.shot(_ctx(), frames))
+    first = frames[0]
+    photo = colorize_frame(engine, _ctx(), first.luma, first.masks)
+    np.testing.assert_array_equal(photo, chroma_rgb(first.luma, film[0], first.masks))
+    assert photo.shape == (*first.luma.shape, 3) and photo.dtype == np.float32
+    inside = (photo > 0.02).all(-1) & (photo < 0.98).all(-1)  # out-of-gamut pixels are desaturated, never shifted
+    assert np.abs(rgb_to_luma(photo) - first.luma)[inside].max() < 2e-3
