@@ -269,7 +269,7 @@ class PhotoColorizationPipeline:
             keys: dict[int, tuple[int, str]] = {}
             for n, task in enumerate(tasks):
                 key = _unit_key(task, self.opts.shots)
-                if job.unit_done(key) is not None:
+                if job.unit_done(key) is not None and task.output.is_file():  # finished, and still there
                     result.frames_reused += 1
                     written.add(n)
                     if bar is not None:

@@ -168,6 +168,27 @@ def test_one_bad_scan_does_not_stop_the_archive_and_the_rerun_resumes(tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps, "finished photos are not rewritten"
 
 
+def test_a_finished_photo_whose_output_was_deleted_is_made_again_on_the_rerun(tmp_path):
+    root = tmp_path / "scans"
+    root.mkdir()
+    for name in ("a", "b"):
+        Image.fromarray(gray_pattern()).save(root / f"{name}.png")
+    (root / "c.jpg").write_bytes(b"not a jpeg at all")
+    out = tmp_path / "out"
+    assert run(root, "-o", out).exit_code == 2  # the job stays open: c.jpg failed
+    first = (out / "a.png").read_bytes()
+    (root / "c.jpg").unlink()
+    for p in list(out.iterdir()):  # the user clears the outputs before running again
+        p.unlink()
+    out.rmdir()
+    report = tmp_path / "r.json"
+    result = run(root, "-o", out, "--report", report)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"], "every photo has its output again"
+    assert (out / "a.png").read_bytes() == first
+    assert json.loads(report.read_text())["frames_processed"] == 2
+
+
 def test_overwrite_never_writes_over_an_input_photo(tmp_path):
     src = tmp_path / "a"
     src.mkdir()
