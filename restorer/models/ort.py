@@ -145,6 +145,9 @@ def read_manifest(folder: Path, fmt: str, what: str, export_command: str) -> dic
     except (OSError, ValueError) as exc:
         raise WeightsError(f"unreadable ONNX manifest: {exc}", path=Path(folder) / MANIFEST, hint=hint) from None
     if manifest.get("format") != fmt:
+        other = str(manifest.get("format", "")).removeprefix("restorer-").split("-onnx")[0]
+        if other and other != fmt.removeprefix("restorer-").split("-onnx")[0]:
+            hint = f"it is the {other} preset's export: run it with --preset {other}, or export {what.split()[-1]}'s"
         raise WeightsError(f"not {what} ONNX export (format {manifest.get('format')!r})", path=folder, hint=hint)
     missing = [g for g in manifest.get("graphs", {}).values() if not (Path(folder) / g).is_file()]
     if missing:

@@ -109,3 +109,12 @@ def test_without_an_export_the_weights_are_exported_once_into_the_cache(tmp_path
     open_anchors({}, device="cpu", runtime="onnx", threads=1)  # the second run reuses it
     assert manifests[0].stat().st_mtime_ns == stamp
     assert engine.runtime == "onnx" and engine.features is None
+
+
+def test_an_anchors_export_given_to_tiny_says_which_preset_runs_it(exported):
+    from restorer.errors import WeightsError
+    from restorer.models.mtcolor.onnx_runtime import read_manifest
+
+    with pytest.raises(WeightsError) as exc:
+        read_manifest(exported)
+    assert "--preset anchors" in str(exc.value) and str(exported) in str(exc.value)

@@ -82,8 +82,8 @@ def check_runtime(options: dict[str, Any], runtime: str, weights: Path | str | N
     if runtime == "torch":
         return False
     if options.get("backbone", "tiny") != "tiny":
-        raise WeightsError(f"--runtime {runtime} runs the tiny preset only",
-                           hint="use --preset tiny or --runtime torch")
+        raise WeightsError(f"--runtime {runtime} runs MT-Color's tiny backbone only, not {options.get('backbone')}",
+                           hint="use --preset tiny or anchors, or --runtime torch")
     root = resolve(weights, "RESTORER_WEIGHTS")
     exported = is_exported(root)
     require_onnxruntime(export=not exported)
