@@ -125,9 +125,7 @@ class RayWorker:
 
     def validate(self, ctx) -> None:
         self._ready()
-        validate = getattr(self.engine, "validate", None)
-        if validate is not None:
-            validate(ctx)
+        self.engine.validate(ctx)
 
     def segments(self, film: Path, output: Path, info, segments: list) -> list[dict[str, Any]]:
         """Colour and encode ``segments`` (consecutive, of one shot when there is more than one), each

@@ -159,10 +159,8 @@ class VideoColorizationPipeline:
         return segment_chunk(self.opts.chunk_frames, self.opts.keyframe_interval)
 
     def _validate(self, shots: list, film: Path) -> None:
-        validate = getattr(self.engine, "validate", None)
-        if validate is not None:
-            for shot in shots:
-                validate(self._context(shot, film, (0, 0)))
+        for shot in shots:
+            self.engine.validate(self._context(shot, film, (0, 0)))
 
     def _context(self, shot, film: Path, size) -> ShotContext:
         return ShotContext(seed=shot_seed(self.opts.seed, shot.start), prompt=shot.prompt,
