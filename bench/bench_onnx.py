@@ -23,6 +23,18 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def timed(work, repeat: int, warm: bool = True):
+    """(the last result, the median seconds of ``repeat`` calls of ``work``), after one warm-up call."""
+    if warm:
+        work()
+    runs, out = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = work()
+        runs.append(time.perf_counter() - t0)
+    return out, statistics.median(runs)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=512)
@@ -46,45 +58,27 @@ def main() -> None:
     frame_inst = FrameInput(0, luma, mask)
     ctx = ShotContext(seed=0, prompt=None, instances=(InstanceText("coat", "a red coat"),),
                       size=(args.size, args.size))
-    rows, outputs = {}, {}
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ["RESTORER_CACHE"] = tmp
-        for runtime in ("torch", "onnx"):
-            t0 = time.perf_counter()
-            engine = open_engine(load_preset("tiny"), runtime=runtime, threads=args.threads)
-            opened = time.perf_counter() - t0
-            engine.automatic(frame_auto)  # warm-up
-            auto = []
-            for _ in range(args.repeat):
+    rows, outputs, anchors = {}, {}, {}
+    for preset, table in (("tiny", rows), ("anchors", anchors)):
+        with tempfile.TemporaryDirectory() as tmp:
+            os.environ["RESTORER_CACHE"] = tmp
+            for runtime in ("torch", "onnx"):
                 t0 = time.perf_counter()
-                outputs[runtime] = engine.automatic(frame_auto)
-                auto.append(time.perf_counter() - t0)
-            inst = []
-            for _ in range(max(1, args.repeat // 2)):
-                t0 = time.perf_counter()
-                outputs[runtime + "_inst"] = next(iter(engine.shot(ctx, [frame_inst])))
-                inst.append(time.perf_counter() - t0)
-            rows[runtime] = (opened, statistics.median(auto), statistics.median(inst))
+                engine = open_engine(load_preset(preset), runtime=runtime, threads=args.threads)
+                opened = time.perf_counter() - t0
+                key = runtime if preset == "tiny" else f"anchors_{runtime}"
+                outputs[key], auto = timed(lambda e=engine: e.automatic(frame_auto), args.repeat)
+                table[runtime] = (opened, auto)
+                if preset == "tiny":
+                    outputs[key + "_inst"], inst = timed(lambda e=engine: next(iter(e.shot(ctx, [frame_inst]))),
+                                                         max(1, args.repeat // 2), warm=False)
+                    table[runtime] += (inst,)
     print(f"tiny at {args.size}x{args.size}, {args.threads} threads, median of {args.repeat}; command: "
           f"python bench/bench_onnx.py {' '.join(sys.argv[1:])}")
     print("| runtime | open s (onnx: includes the export) | automatic s | one instance text s |")
     print("| --- | --- | --- | --- |")
     for runtime, (opened, auto, inst) in rows.items():
         print(f"| {runtime} | {opened:.1f} | {auto:.3f} | {inst:.2f} |")
-    anchors = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ["RESTORER_CACHE"] = tmp
-        for runtime in ("torch", "onnx"):
-            t0 = time.perf_counter()
-            engine = open_engine(load_preset("anchors"), runtime=runtime, threads=args.threads)
-            opened = time.perf_counter() - t0
-            engine.automatic(frame_auto)
-            auto = []
-            for _ in range(args.repeat):
-                t0 = time.perf_counter()
-                outputs["anchors_" + runtime] = engine.automatic(frame_auto)
-                auto.append(time.perf_counter() - t0)
-            anchors[runtime] = (opened, statistics.median(auto))
     print("\n| anchors runtime | open s (onnx: includes the export) | automatic s |\n| --- | --- | --- |")
     for runtime, (opened, auto) in anchors.items():
         print(f"| {runtime} | {opened:.1f} | {auto:.3f} |")

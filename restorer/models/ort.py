@@ -110,8 +110,10 @@ def as_numpy(x: torch.Tensor) -> np.ndarray:
 
 
 def run(sess, *args: torch.Tensor) -> list[torch.Tensor]:
-    """Run ``sess`` on tensors given in its inputs' order; float32 tensors back, on the first input's device."""
-    feed = {i.name: as_numpy(a) for i, a in zip(sess.get_inputs(), args, strict=True)}
+    """Run ``sess`` on tensors given in its inputs' order (int64 where the graph takes int64, else float32);
+    its outputs back as tensors on the first input's device."""
+    feed = {i.name: (a.detach().cpu().numpy().astype(np.int64) if i.type == "tensor(int64)" else as_numpy(a))
+            for i, a in zip(sess.get_inputs(), args, strict=True)}
     device = args[0].device
     return [torch.from_numpy(o).to(device) for o in sess.run(None, feed)]
 

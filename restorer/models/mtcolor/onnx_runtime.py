@@ -16,7 +16,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,8 +23,8 @@ from torch import nn
 from restorer.errors import InputError, WeightsError
 from restorer.models.mtcolor.onnx_export import FORMAT, export_from_weights
 from restorer.models.mtcolor.paths import MANIFEST, is_exported, require_onnxruntime
-from restorer.models.ort import as_numpy, cache_root, session, writable_cache
 from restorer.models.ort import cache_key as _key
+from restorer.models.ort import cache_root, run, session, writable_cache
 from restorer.models.ort import read_manifest as _read_manifest
 
 __all__ = ["MANIFEST", "is_exported", "require_onnxruntime", "open_tiny_onnx", "export_from_weights"]
@@ -52,14 +51,9 @@ class _Session(nn.Module):
     def __init__(self, sess):
         super().__init__()
         self.sess = sess
-        self.input_names = [i.name for i in sess.get_inputs()]
 
     def run(self, *args: torch.Tensor) -> list[torch.Tensor]:
-        feed = {}
-        for name, a in zip(self.input_names, args, strict=True):
-            feed[name] = a.detach().cpu().numpy().astype(np.int64) if name == "t" else as_numpy(a)
-        ref = args[0]
-        return [torch.from_numpy(o).to(ref.device, ref.dtype) for o in self.sess.run(None, feed)]
+        return [o.to(args[0].dtype) for o in run(self.sess, *args)]
 
 
 class OrtFeatures(_Session):
