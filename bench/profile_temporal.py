@@ -1,8 +1,10 @@
 """Where a propagated film's time goes: cProfile of one tiny run at 640x360, the slowest functions by own time.
 
 Run: python bench/profile_temporal.py [--clip PATH] [--frames 72] [--size 640x360] [--threads 2] [--top 18]
+[--instances N]
 
-The clip is trimmed and rescaled as bench_temporal.py does; one warm-up run (engine load, caches), then the
+The clip is trimmed and rescaled as bench_temporal.py does (``--instances N``: its N boxed instance texts, flow
+tracker); one warm-up run (engine load, caches), then the
 profiled run of the same film with ``--temporal propagate``.
 """
 
@@ -27,11 +29,12 @@ def main() -> None:
     ap.add_argument("--size", default="640x360")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--top", type=int, default=18)
+    ap.add_argument("--instances", type=int, default=0)
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
-    from bench_temporal import trim
+    from bench_temporal import instance_shots, trim
 
     from restorer.pipelines.options import ColorizeOptions
     from restorer.pipelines.run import colorize_run
@@ -40,10 +43,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         film = trim(args.clip, tmp / "gt.mkv", args.frames, (w, h))
+        shots = None
+        if args.instances:
+            shots = tmp / "boxes.yaml"
+            shots.write_text(instance_shots(args.instances, (w, h)), encoding="utf-8")
 
         def opts() -> ColorizeOptions:
             return ColorizeOptions(preset="tiny", temporal="propagate", keyframe_interval=24, quiet=True,
-                                   codec="ffv1", threads=args.threads)
+                                   codec="ffv1", threads=args.threads, shots=shots,
+                                   tracker="flow" if shots else None)
 
         colorize_run([film], tmp / "warm.mkv", opts())
         profile = cProfile.Profile()

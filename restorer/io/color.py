@@ -315,26 +315,37 @@ def recombine_pbpr(y: np.ndarray, ab: np.ndarray, matrix: str = "bt709") -> tupl
 
 # --- edge-aware upsampling ----------------------------------------------------------------------
 
+def push_pull(values: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """(H, W, C) ``values`` kept where ``known`` and filled elsewhere from the known pixels nearby
+    (a push-pull pyramid: coarser levels' averages fill the holes of finer ones)."""
+    w0 = known.astype(np.float32)
+    if w0.all() or not w0.any():
+        return values.astype(np.float32)
+    pyramid = []
+    v, w = values.astype(np.float32) * w0[..., None], w0
+    while True:
+        pyramid.append((v, w))
+        h, wd = w.shape
+        if (w > 0).all() or (h <= 1 and wd <= 1):
+            break
+        size = (max(1, (wd + 1) // 2), max(1, (h + 1) // 2))
+        v = cv2.resize(v, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1)
+        w = cv2.resize(w, size, interpolation=cv2.INTER_AREA)
+    v, w = pyramid[-1]
+    filled = v / np.maximum(w, 1e-8)[..., None]
+    for v, w in reversed(pyramid[:-1]):
+        h, wd = w.shape
+        up = cv2.resize(filled, (wd, h), interpolation=cv2.INTER_LINEAR).reshape(h, wd, -1)
+        a = np.clip(w * 4.0, 0.0, 1.0)[..., None]
+        filled = a * (v / np.maximum(w, 1e-8)[..., None]) + (1 - a) * up
+    return filled.astype(np.float32)
+
+
 def _extend(ab: np.ndarray, cover: np.ndarray, pure: float = 0.95) -> np.ndarray:
     """A region's chroma over the whole grid: its wholly covered cells (or, for a region without
-    any, its best covered ones) kept, every other cell filled from them by normalised convolution
-    with growing Gaussian windows, so the fill depends on the region's own cells only."""
-    known = cover >= min(pure, float(cover.max()) * 0.999)
-    weight = known.astype(np.float32)
-    out = np.where(known[..., None], ab, 0.0).astype(np.float32)
-    todo = ~known
-    sigma = 1.0
-    while todo.any():
-        den = cv2.GaussianBlur(weight, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-        num = cv2.GaussianBlur(out * weight[..., None], (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-        fill = todo & (den > 1e-4)
-        out[fill] = num[fill] / den[fill][:, None]
-        if sigma > 4 * max(ab.shape[:2]):  # unreachable cells (none, in practice): the region's mean
-            out[todo & ~fill] = ab[known].mean(axis=0)
-            break
-        todo &= ~fill
-        sigma *= 2
-    return out
+    any, its best covered ones) kept, every other cell filled from them by :func:`push_pull`, so the
+    fill depends on the region's own cells only."""
+    return push_pull(ab, cover >= min(pure, float(cover.max()) * 0.999))
 
 
 def _box(x: np.ndarray, r: int) -> np.ndarray:

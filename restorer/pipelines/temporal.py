@@ -118,34 +118,6 @@ def working_size(size: tuple[int, int], work_side: int) -> tuple[int, int]:
     return max(8, round(h * scale)), max(8, round(w * scale))
 
 
-def push_pull(values: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """(H, W, C) ``values`` kept where ``known`` and filled elsewhere from the known pixels nearby
-    (a push-pull pyramid: coarser levels' averages fill the holes of finer ones)."""
-    import cv2
-
-    w0 = known.astype(np.float32)
-    if w0.all() or not w0.any():
-        return values.astype(np.float32)
-    pyramid = []
-    v, w = values.astype(np.float32) * w0[..., None], w0
-    while True:
-        pyramid.append((v, w))
-        h, wd = w.shape
-        if (w > 0).all() or (h <= 1 and wd <= 1):
-            break
-        size = (max(1, (wd + 1) // 2), max(1, (h + 1) // 2))
-        v = cv2.resize(v, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1)
-        w = cv2.resize(w, size, interpolation=cv2.INTER_AREA)
-    v, w = pyramid[-1]
-    filled = v / np.maximum(w, 1e-8)[..., None]
-    for v, w in reversed(pyramid[:-1]):
-        h, wd = w.shape
-        up = cv2.resize(filled, (wd, h), interpolation=cv2.INTER_LINEAR).reshape(h, wd, -1)
-        a = np.clip(w * 4.0, 0.0, 1.0)[..., None]
-        filled = a * (v / np.maximum(w, 1e-8)[..., None]) + (1 - a) * up
-    return filled.astype(np.float32)
-
-
 class _Frame:
     """A frame at the working size: its gray for flow and its region ids."""
 
@@ -412,6 +384,8 @@ class _Layers:
         self.ab = ab
         self.labels = frame.labels
         self.layers: dict[int, np.ndarray] = {}
+        from restorer.io.color import push_pull
+
         for label in np.unique(frame.labels):
             region = frame.labels == label
             self.layers[int(label)] = push_pull(ab, region) if not region.all() else ab

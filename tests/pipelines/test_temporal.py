@@ -16,7 +16,8 @@ from media import make_clip, read_video_frames
 from restorer.io.color import srgb_to_lab, ypbpr_to_rgb
 from restorer.models.stencil import StencilEngine
 from restorer.pipelines.options import ColorizeOptions
-from restorer.pipelines.temporal import push_pull, segment_chunk, window_starts
+from restorer.io.color import push_pull
+from restorer.pipelines.temporal import segment_chunk, window_starts
 from restorer.pipelines.tracking import tracker_factory
 from restorer.pipelines.video import VideoColorizationPipeline
 
