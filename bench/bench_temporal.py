@@ -132,7 +132,7 @@ def main() -> None:
     plain = temporal_module.TemporalSettings
     variants = [("off", {}), ("propagate", {})]
     if args.ablate:
-        variants += [("propagate, no reconcile", {"reconcile": 0.0}), ("propagate, no fill", {"fill_share": 1.0})]
+        variants += [("propagate, no reconcile", {"reconcile": 0}), ("propagate, no fill", {"fill_share": 1.0})]
     rows, films = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -29,15 +29,15 @@ being coloured: a pixel outside every mask never takes an instance's colour, eve
 flow carries it from inside a mask on the keyframe (it then gets the background's colour from
 nearby, with low weight); a pixel inside an instance's mask takes that instance's colour.
 
-No pops. A keyframe after the first of a segment is *reconciled* with the colour carried to it:
-where the forward chain from the previous keyframe is confident (and lands in the same region),
-its chroma moves ``reconcile`` of the way from the engine's towards the carried one. The keyframes
-of a shot are then an exponentially weighted average of the engine's runs along the flow (no
-drift: the weight of a keyframe ``n`` runs back is ``reconcile ** n``), and a keyframe does not
-flash where the engine happens to disagree with its predecessor. A segment's first keyframe is
-not reconciled (it has no predecessor in the segment), and the last window of a segment blends
-towards the next segment's unreconciled first keyframe, so a segment depends on its own frames
-alone and a resumed film is identical.
+No pops. A keyframe is *reconciled* with the colour carried to it: per pixel it is the mean of the
+engine's colour on it and the engine's colours on the ``reconcile`` keyframes before it in the shot,
+each carried along the flow and counted by how confidently the chain of flow from it arrives (and
+lands in the same region). Where the flow holds, the colour shown thus changes from one keyframe to
+the next by a ``1 / (reconcile + 1)`` share of the engine's disagreement with itself, and where
+the flow has lost track the engine's own colour shows (no drift: nothing older than ``reconcile``
+keyframes counts). A segment that starts inside a shot first replays the ``reconcile`` windows
+before it (their flow, and the engine on their last keyframes), so its keyframes are what a whole
+run gives and a resumed or chunked film is identical.
 
 Pixels that no flow explains take the nearer keyframe's colour along its (unreliable) flow,
 blended with the engine's cheap automatic colour of that frame (``fill``: tiny's prior, no
@@ -71,8 +71,10 @@ class TemporalSettings:
     growth: float = 2.0  # an instance's mask this many times its keyframe area: new content, a keyframe
     entering_pixels: int = 16  # ... and at least this many working-size pixels
     flow_preset: str = "medium"
-    # a keyframe moves this share of the way towards the colour carried to it where the flow is confident
-    reconcile: float = 0.5
+    # a keyframe shows the mean of the engine's colour on it and on this many keyframes before it, carried by
+    # the flow where it is confident (0: the engine's colour as it is). Chosen on carphone (bench/RESULTS.md):
+    # CDC 1.04x the clip's own at 0, 0.97x at 1, 0.96x at 2 to 4; CIEDE2000 12.69, 12.70, 12.78, 12.81, 12.82
+    reconcile: int = 2
     # the engine's cheap colour fills an unexplained background when more than this share of a frame is
     # (each fill costs about what the engine's automatic path costs on a keyframe, so it is kept for frames
     # that need it: measured on carphone, 0.01 filled nearly every frame and ran at 0.64x the per-frame speed)
@@ -173,21 +175,23 @@ class Propagator:
         self.step_share = 1.0  # the share of pixels the last step of :meth:`_carry` explained
         self._raws: dict[int, _Layers] = {}  # keyframe chroma as the engine gives it, by film index
         self._keys: dict[int, _Layers] = {}  # ... and as shown (reconciled)
-        self._priors: dict[int, tuple] = {}  # a coming keyframe: the previous one and the chain to it
+        # a keyframe's history: the keyframes before it (their frames, nearest first, at most ``reconcile``)
+        # with the chain of flow from it to each
+        self._history: dict[int, list[tuple[_Frame, tuple]]] = {}
 
     def window_of(self, index: int) -> int:
         return bisect.bisect_right(self.starts, index) - 1
 
     def run(self, items: Iterable[Item], next_item: Callable[[], Item | None],
             before: Iterable[Item] = ()) -> Iterator[tuple[Item, np.ndarray]]:
-        """``before``: when the segment starts inside a shot, the frames of the window before it (the
-        segment's first keyframe is reconciled with what that window carries to it, as in a whole run)."""
+        """``before``: when the segment starts inside a shot, the frames of the ``reconcile`` windows
+        before it (the segment's keyframes are reconciled with what those carry to them, as in a whole run)."""
         buffer: list[_Frame] = []
         before = [self._frame(item) for item in before]
         for item in items:
             frame = self._frame(item)
             if before:
-                self._prior_from(before, frame)
+                self._replay(before, frame)
                 before = []
             if buffer and self.window_of(item.index) != self.window_of(buffer[0].item.index):
                 yield from self._window(buffer, frame)
@@ -200,12 +204,37 @@ class Propagator:
     def _frame(self, item: Item) -> "_Frame":
         return _Frame(item, self.flow, self.wsize, self.settings.flat_gradient)
 
-    def _prior_from(self, frames: list["_Frame"], first: "_Frame") -> None:
-        """Plan the window before the segment as the previous segment did and keep what it carries to
-        ``first`` (the engine runs once more, on that window's last keyframe)."""
-        plan = self._plan(frames, first)
-        last = plan.keys[-2]
-        self._priors[first.item.index] = (self._raw(frames[last]), plan.arrive[len(frames)])
+    def _replay(self, frames: list["_Frame"], first: "_Frame") -> None:
+        """Plan the windows before the segment as the previous segment did, keeping their keyframes'
+        histories up to ``first`` (the engine runs only on the keyframes ``first`` is reconciled with)."""
+        windows: dict[int, list[_Frame]] = {}
+        for frame in frames:
+            windows.setdefault(self.window_of(frame.item.index), []).append(frame)
+        runs = list(windows.values())
+        for n, run in enumerate(runs):
+            plan = self._plan(run, runs[n + 1][0] if n + 1 < len(runs) else first)
+            for a, b in zip(plan.keys, plan.keys[1:], strict=False):
+                self._follow(plan.seq[a], plan.seq[b], plan.arrive[b])
+
+    def _follow(self, key: "_Frame", nxt: "_Frame", chain: tuple) -> None:
+        """``nxt`` is the keyframe after ``key``, ``chain`` the flow from it back to ``key``: its history is
+        ``key`` and ``key``'s own history composed with ``chain``."""
+        depth = int(self.settings.reconcile)
+        if depth <= 0:
+            return
+        older = self._history.get(key.item.index, [])[:depth - 1]
+        self._history = {**_newest(self._history),
+                         nxt.item.index: [(key, chain)] + [(f, self._compose(chain, c)) for f, c in older]}
+
+    def _compose(self, near: tuple, far: tuple) -> tuple[np.ndarray, np.ndarray]:
+        """The chain from a frame to a keyframe through another: ``near`` to the other, then ``far``."""
+        import cv2
+
+        coords, valid = near
+        far_coords, far_valid = far
+        x, y = coords[..., 0], coords[..., 1]
+        return (cv2.remap(far_coords, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE),
+                cv2.remap(far_valid, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0) * valid)
 
     # -- one window --------------------------------------------------------------------
 
@@ -224,26 +253,33 @@ class Propagator:
         return ab
 
     def _raw(self, frame: "_Frame") -> "_Layers":
-        """A keyframe's chroma as the engine gives it (working size, in layers); the last two are kept."""
+        """A keyframe's chroma as the engine gives it (working size, in layers); the newest
+        ``reconcile + 1`` are kept."""
         index = frame.item.index
         if index not in self._raws:
             ab = self._working(self.colour(frame.item), frame)
-            self._raws = {**_newest(self._raws), index: _Layers(frame, ab)}
+            keep = sorted(self._raws)[-int(self.settings.reconcile):] if self.settings.reconcile > 0 else []
+            self._raws = {**{k: self._raws[k] for k in keep}, index: _Layers(frame, ab)}
         return self._raws[index]
 
     def _key(self, frame: "_Frame") -> "_Layers":
-        """A keyframe's chroma as shown: the engine's, reconciled with what the flow carried to it from
-        the previous keyframe where the flow is confident (see the module docstring)."""
+        """A keyframe's chroma as shown: the engine's, averaged with the keyframes before it where the
+        flow carries them confidently (see the module docstring)."""
         index = frame.item.index
         if index not in self._keys:
+            history = self._history.get(index, [])
+            for before, _chain in reversed(history):  # the engine runs on keyframes in film order
+                self._raw(before)
             raw = self._raw(frame)
-            ab, prior = raw.ab, self._priors.pop(index, None)
-            r = self.settings.reconcile
-            if prior is not None and r > 0:
-                before, (coords, valid) = prior
-                carried, has, match = before.sample(coords, frame.labels)
-                trust = r * np.clip(valid * match * (has >= 1.0), 0.0, 1.0)
-                ab = ab + trust[..., None] * (carried - ab)
+            ab = raw.ab
+            if history:
+                total, weight = ab.copy(), np.ones(self.wsize, np.float32)
+                for before, (coords, valid) in history:
+                    carried, has, match = self._raw(before).sample(coords, frame.labels)
+                    trust = np.clip(valid * match * (has >= 1.0), 0.0, 1.0)
+                    total += trust[..., None] * carried
+                    weight += trust
+                ab = total / weight[..., None]
             layers = raw if ab is raw.ab else _Layers(frame, ab.astype(np.float32))
             self._keys = {**_newest(self._keys), index: layers}
         return self._keys[index]
@@ -314,7 +350,7 @@ class Propagator:
             k1 = keys[n + 1] if n + 1 < len(keys) else None
             last = (k1 if k1 is not None else len(frames)) - 1
             if k1 is not None and k1 in plan.arrive:
-                self._priors[seq[k1].item.index] = (self._raw(seq[k0]), plan.arrive[k1])
+                self._follow(seq[k0], seq[k1], plan.arrive[k1])
             if last <= k0:
                 continue
             back: list = [None] * (last + 1)
@@ -426,5 +462,5 @@ class _Plan:
 
 
 def _newest(cache: dict) -> dict:
-    """The newest entry of a cache keyed by film index (two are kept)."""
+    """The newest entry of a cache keyed by film index (with the one added, two are kept)."""
     return {max(cache): cache[max(cache)]} if cache else {}

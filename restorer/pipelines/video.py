@@ -312,9 +312,9 @@ class VideoColorizationPipeline:
         prop = Propagator(settings, (info.height, info.width), starts, colour, fill)
         before: Iterator[Item] = iter(())
         if seg.start > shot.start and settings.reconcile > 0:
-            # the window before the segment, read apart (its damage is the previous segment's): the segment's
-            # first keyframe is reconciled with what that window carries to it, as in a whole run
-            first = starts[prop.window_of(seg.start - 1)]
+            # the windows before the segment, read apart (their damage is the previous segment's): the segment's
+            # keyframes are reconciled with the keyframes those hold, as in a whole run
+            first = starts[max(0, prop.window_of(seg.start - 1) - int(settings.reconcile) + 1)]
             before = items(LumaReader(film, info, start=first, end=seg.start - 1))
         matrix = info.matrix_name
 

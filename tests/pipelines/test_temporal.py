@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 from media import make_clip, read_video_frames
 
-from restorer.io.color import srgb_to_lab, ypbpr_to_rgb
+from restorer.io.color import push_pull, srgb_to_lab, ypbpr_to_rgb
 from restorer.models.stencil import StencilEngine
 from restorer.pipelines.options import ColorizeOptions
-from restorer.io.color import push_pull
 from restorer.pipelines.temporal import segment_chunk, window_starts
 from restorer.pipelines.tracking import tracker_factory
 from restorer.pipelines.video import VideoColorizationPipeline
@@ -307,27 +306,53 @@ def _propagate(scene: Scene, frames: int, interval: int, colour, fill=None, **se
     return out, prop
 
 
-def test_a_keyframe_is_reconciled_with_what_the_flow_carried_to_it_so_it_does_not_flash():
+@pytest.mark.parametrize("depth", [1, 3])
+def test_a_keyframe_shows_the_mean_of_the_engine_on_it_and_the_keyframes_before_so_it_does_not_flash(depth):
     scene = Scene(frames=36, still=True)
 
     def noisy(item):  # an engine that disagrees with itself from keyframe to keyframe
         rng = np.random.default_rng(item.index)
         return scene.chroma(item.index) + rng.uniform(-8, 8, size=2).astype(np.float32)
 
-    plain, p0 = _propagate(scene, 36, 6, noisy, reconcile=0.0)
-    steady, p1 = _propagate(scene, 36, 6, noisy)
+    plain, p0 = _propagate(scene, 36, 6, noisy, reconcile=0)
+    steady, p1 = _propagate(scene, 36, 6, noisy, reconcile=depth)
     assert p0.stats.keyframes == p1.stats.keyframes == [0, 6, 12, 18, 24, 30]
     truth = scene.chroma(0)
-    # each keyframe: the engine's colour, moved half-way to the one carried from the previous keyframe
     key_plain = np.array([(plain[k] - truth).mean(axis=(0, 1)) for k in p0.stats.keyframes])
     key_steady = np.array([(steady[k] - truth).mean(axis=(0, 1)) for k in p1.stats.keyframes])
     assert np.allclose(key_plain, [noisy(type("I", (), {"index": k})).mean((0, 1)) - truth.mean((0, 1))
                                    for k in p0.stats.keyframes], atol=0.05)
-    assert np.allclose(key_steady[1:], 0.5 * key_plain[1:] + 0.5 * key_plain[:-1], atol=0.1)
+    # each keyframe: the mean of the engine's colour on it and on the ``depth`` keyframes before it
+    want = np.array([key_plain[max(0, n - depth):n + 1].mean(axis=0) for n in range(len(key_plain))])
+    assert np.allclose(key_steady, want, atol=0.1)
     # frame-to-frame change of the whole picture's colour: smaller everywhere, and no keyframe jumps
     step = lambda ab: np.abs(np.diff(ab.mean(axis=(1, 2)), axis=0)).max(axis=-1)  # noqa: E731
     assert step(steady).sum() < 0.75 * step(plain).sum()
     assert step(steady).max() < step(plain).max()
+
+
+def test_a_film_is_the_same_whole_and_in_segments_with_deeper_reconciliation(tmp_path, monkeypatch):
+    import functools
+
+    import restorer.pipelines.temporal as temporal
+
+    monkeypatch.setattr(temporal, "TemporalSettings", functools.partial(temporal.TemporalSettings, reconcile=3))
+    scene = Scene(frames=40, slow=True)
+
+    def engine():
+        return TruthEngine(scene, flicker=6.0)
+
+    clip = scene.clip(tmp_path / "c.mkv")
+    whole = run(clip, tmp_path / "whole.mkv", engine(), temporal="propagate", keyframe_interval=6)
+    chunked = run(clip, tmp_path / "chunked.mkv", engine(), temporal="propagate", keyframe_interval=6,
+                  chunk_frames=6)
+    assert chunked.keyframes == whole.keyframes and len(whole.keyframes[0]) >= 6
+    reference = read_video_frames(tmp_path / "whole.mkv")
+    frames = read_video_frames(tmp_path / "chunked.mkv")
+    assert len(frames) == len(reference)
+    for (_, *planes), (_, *ref) in zip(frames, reference, strict=True):
+        for p, r in zip(planes, ref, strict=True):
+            assert np.array_equal(p, r)
 
 
 def test_pixels_no_flow_explains_take_the_engines_cheap_colour_blended_in():
