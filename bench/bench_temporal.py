@@ -13,7 +13,8 @@ those K frames'. ``--sheet`` writes a contact sheet: every 20th frame, truth / p
 The clip's own colours are the ground truth: each preset colours the clip's luma with ``temporal="off"``
 (every frame by the engine) and ``temporal="propagate"`` (the engine on keyframes, optical flow between
 them), and the films are scored with the metrics of ``restorer eval`` (``evaluate_paths``): colour
-distribution consistency (CDC) and warp error, with the clip's own values beside them, colourfulness,
+distribution consistency (CDC; with the truth's shot cuts also CDC within shots) and warp error, with the
+clip's own values beside them, colourfulness,
 frames per second, keyframes and the share of pixels carried by the flow. The stencil preset colours a
 face box (tracked by the flow tracker) on a sepia background; tiny colours automatically (no shots file).
 """
@@ -168,6 +169,8 @@ def main() -> None:
                              "flow_seconds_by_working_size": flows,
                              "fps": r.frames / seconds, "keyframes": keys if temporal != "off" else r.frames,
                              "propagated_share": r.propagated_share, "cdc": m["cdc_pred"], "cdc_gt": m["cdc_gt"],
+                             "cuts": m.get("cuts", []), "cdc_within_shots": m.get("cdc_within_shots_pred"),
+                             "cdc_within_shots_gt": m.get("cdc_within_shots_gt"),
                              "warp_error": m["warp_error_pred"], "warp_error_gt": m["warp_error_gt"],
                              "colourfulness": m.get("colourfulness_pred"),
                              "colourfulness_gt": m.get("colourfulness_gt"),
@@ -187,6 +190,10 @@ def main() -> None:
               f"{r['propagated_share']:.2f} | {r['cdc']:.5f} / {r['cdc_gt']:.5f} = {r['cdc'] / r['cdc_gt']:.2f}x | "
               f"{r['warp_error']:.5f} / {r['warp_error_gt']:.5f} = {r['warp_error'] / r['warp_error_gt']:.2f}x | "
               f"{colour:.2f} | {_f(r['psnr'])} | {_f(r['ciede2000'])} |")
+    for r in rows:
+        if r["cuts"]:  # across a cut the histogram changes with the content: CDC within the shots apart
+            print(f"{r['preset']} {r['temporal']}: cuts at {r['cuts']}; CDC within shots {r['cdc_within_shots']:.5f} / "
+                  f"{r['cdc_within_shots_gt']:.5f} = {r['cdc_within_shots'] / r['cdc_within_shots_gt']:.2f}x")
     by = {(r["preset"], r["temporal"]): r for r in rows}
     for preset in args.presets:
         off, prop = by[(preset, "off")], by[(preset, "propagate")]

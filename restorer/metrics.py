@@ -180,14 +180,17 @@ def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
     return 0.5 * kl(p) + 0.5 * kl(q)
 
 
-def cdc(frames: list[np.ndarray], gaps: tuple[int, ...] = (1, 2, 4)) -> float:
-    """TCVC's colour distribution consistency of a list of (H, W, 3) uint8-range frames."""
+def cdc(frames: list[np.ndarray], gaps: tuple[int, ...] = (1, 2, 4), cuts: tuple[int, ...] = ()) -> float:
+    """TCVC's colour distribution consistency of a list of (H, W, 3) uint8-range frames.
+
+    ``cuts``: first frames of shots; a pair of frames with a cut between them is left out (CDC within
+    shots: across a cut the histogram changes with the content, not by flicker)."""
     hists = [[np.bincount(np.clip(f[..., c], 0, 255).astype(np.int64).ravel(), minlength=256)
               for c in range(3)] for f in frames]
     per_gap = []
     for d in gaps:
         vals = [np.mean([js_divergence(hists[t][c], hists[t + d][c]) for c in range(3)])
-                for t in range(len(frames) - d)]
+                for t in range(len(frames) - d) if not any(t < k <= t + d for k in cuts)]
         if vals:
             per_gap.append(np.mean(vals))
     return float(np.mean(per_gap)) if per_gap else 0.0
@@ -223,7 +226,9 @@ def warp_error(pred: list[np.ndarray], gt: list[np.ndarray]) -> float:
     return float(np.mean(errs)) if errs else 0.0
 
 
-def film_metrics(pred: list[np.ndarray], gt: list[np.ndarray]) -> dict[str, Any]:
+def film_metrics(pred: list[np.ndarray], gt: list[np.ndarray], cuts: tuple[int, ...] = ()) -> dict[str, Any]:
+    """Per-frame metrics averaged, CDC and warp error of both films; with ``cuts`` (the truth's shot
+    boundaries) also CDC within shots."""
     n = min(len(pred), len(gt))
     if n == 0:
         raise InputError("no frames to compare")
@@ -233,6 +238,9 @@ def film_metrics(pred: list[np.ndarray], gt: list[np.ndarray]) -> dict[str, Any]
     out = summarize([image_metrics(p, g) for p, g in zip(pred, gt, strict=True)])
     out.update({"cdc_pred": cdc(pred), "cdc_gt": cdc(gt), "warp_error_pred": warp_error(pred, gt),
                 "warp_error_gt": warp_error(gt, gt), "frames": n})
+    if cuts:
+        out.update({"cuts": list(cuts), "cdc_within_shots_pred": cdc(pred, cuts=cuts),
+                    "cdc_within_shots_gt": cdc(gt, cuts=cuts)})
     return out
 
 

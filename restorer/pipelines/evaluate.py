@@ -56,7 +56,9 @@ def evaluate_paths(pred: Path, gt: Path) -> dict[str, Any]:
     """PRED and GT: two films, two images, or two folders of images matched by file stem."""
     pred, gt = Path(pred), Path(gt)
     if pred.suffix.lower() in VIDEO_SUFFIXES:
-        return film_metrics(read_film(pred), read_film(gt))
+        from restorer.shots.detect import detect_cuts
+
+        return film_metrics(read_film(pred), read_film(gt), tuple(detect_cuts(gt)))
     if pred.is_file():
         return summarize([image_metrics(read_rgb255(pred), read_rgb255(gt))])
     from restorer.training.dataset.build import IMAGE_SUFFIXES

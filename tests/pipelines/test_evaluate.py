@@ -117,6 +117,12 @@ def test_js_divergence_and_cdc_by_hand() -> None:
     assert metrics.cdc([black, black, black]) == 0.0
     # alternating frames: d = 1 always differs (ln 2), d = 2 never (0), d = 4 has no pair in 3 frames
     assert metrics.cdc([black, white, black]) == pytest.approx((math.log(2) + 0) / 2)
+    # two still shots, a cut at frame 2: across it every gap differs; within the shots nothing changes
+    shots = [black, black, white, white, white]
+    assert metrics.cdc(shots) == pytest.approx((math.log(2) * 1 / 4 + math.log(2) * 2 / 3 + math.log(2)) / 3)
+    assert metrics.cdc(shots, cuts=(2,)) == 0.0
+    out = metrics.film_metrics(shots, shots, cuts=(2,))
+    assert out["cdc_gt"] > 0 and out["cdc_within_shots_gt"] == 0.0 and out["cuts"] == [2]
 
 
 def test_warp_error_of_a_still_film_is_zero_and_of_a_flicker_is_its_square() -> None:
