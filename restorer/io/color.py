@@ -341,11 +341,25 @@ def push_pull(values: np.ndarray, known: np.ndarray) -> np.ndarray:
     return filled.astype(np.float32)
 
 
-def _extend(ab: np.ndarray, cover: np.ndarray, pure: float = 0.95) -> np.ndarray:
+def _extend(ab: np.ndarray, cover: np.ndarray, pure: float = 0.95, reach: float = 4.0) -> np.ndarray:
     """A region's chroma over the whole grid: its wholly covered cells (or, for a region without
-    any, its best covered ones) kept, every other cell filled from them by :func:`push_pull`, so the
-    fill depends on the region's own cells only."""
-    return push_pull(ab, cover >= min(pure, float(cover.max()) * 0.999))
+    any, its best covered ones) kept, the cells near them filled by normalised convolution with
+    growing Gaussian windows (sigma up to ``reach`` cells), the rest by :func:`push_pull` from
+    those, so the fill depends on the region's own cells only. (Wider Gaussians cost seconds a
+    frame and change nothing the region's own pixels see: the guided filter reaches a few cells.)"""
+    known = cover >= min(pure, float(cover.max()) * 0.999)
+    weight = known.astype(np.float32)
+    out = np.where(known[..., None], ab, 0.0).astype(np.float32)
+    todo = ~known
+    sigma = 1.0
+    while todo.any() and sigma <= reach:
+        den = cv2.GaussianBlur(weight, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+        num = cv2.GaussianBlur(out * weight[..., None], (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+        fill = todo & (den > 1e-4)
+        out[fill] = num[fill] / den[fill][:, None]
+        todo &= ~fill
+        sigma *= 2
+    return push_pull(out, ~todo) if todo.any() else out
 
 
 def _box(x: np.ndarray, r: int) -> np.ndarray:
