@@ -379,7 +379,8 @@ def _guided_coefficients(guide: np.ndarray, p: np.ndarray, radius: int, eps: flo
 
 
 def upsample_chroma(ab_small: np.ndarray, guide_luma: np.ndarray, *, regions: np.ndarray | None = None,
-                    radius: int | None = None, eps: float = 1e-3, passes: int = 2) -> np.ndarray:
+                    background: np.ndarray | None = None, radius: int | None = None, eps: float = 1e-3,
+                    passes: int = 2) -> np.ndarray:
     """Bring an engine's chroma to full size, its edges following the full-resolution luma.
 
     A fast guided filter (He and Sun, 2015): the per-window linear model chroma = A * luma + B is
@@ -394,12 +395,16 @@ def upsample_chroma(ab_small: np.ndarray, guide_luma: np.ndarray, *, regions: np
     a neighbour hold a blend of both), extended over the rest of the grid by normalised
     convolution, and only its own pixels are taken. A region's colour then stops at its mask's
     full-resolution edge instead of bleeding a few working-size cells across it, and what one
-    instance's colour changes stays inside that instance's mask.
+    instance's colour changes stays inside that instance's mask. With ``background`` (the engine's
+    colour of the frame without its instances, on the same grid) the region outside every mask is
+    upsampled from it as a whole picture instead, so it is exactly what it is without the instances,
+    up to their masks' edges.
 
     Args:
         ab_small: (h, w, 2) a*b* at the engine's working size.
         guide_luma: (H, W) Y' in [0, 1] at full resolution.
         regions: optional (H, W) integer region ids (0 background, k instance k).
+        background: optional (h, w, 2) a*b* of the frame without its instances, for region 0.
         radius: window radius in working-size pixels; default about 1/128 of the long side, at
             least 3.
         eps: regularisation in units of luma variance; luma steps much below sqrt(eps) are not edges.
@@ -424,7 +429,8 @@ def upsample_chroma(ab_small: np.ndarray, guide_luma: np.ndarray, *, regions: np
         cover = cv2.resize(inside.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
         rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
         box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
-        up = _guided_upsample(_extend(ab_small, cover), small_guide, guide, radius, eps, passes, box)
+        layer = np.asarray(background, np.float32) if rid == 0 and background is not None else _extend(ab_small, cover)
+        up = _guided_upsample(layer, small_guide, guide, radius, eps, passes, box)
         sel = inside[box[0]:box[1], box[2]:box[3]]
         out[box[0]:box[1], box[2]:box[3]][sel] = up[sel]
     return out

@@ -83,7 +83,8 @@ class Engine(Protocol):
         ...
 
     def shot(self, ctx: ShotContext, frames: Iterable[FrameInput]) -> Iterator[np.ndarray]:
-        """Yield (h, w, 2) float32 a*b* chroma for each frame, in order."""
+        """Yield (h, w, 2) float32 a*b* chroma for each frame, in order. An engine that knows the
+        frame's colour without its instances may attach it (:func:`with_background`)."""
         ...
 
     def close(self) -> None:
@@ -91,7 +92,38 @@ class Engine(Protocol):
 
 
 def check_chroma(ab: np.ndarray, where: str) -> np.ndarray:
-    """Validate an engine's output; a wrong shape is a bug in the engine, said plainly."""
+    """Validate an engine's output; a wrong shape is a bug in the engine, said plainly. A background
+    layer (:func:`with_background`) is validated and kept."""
     if ab.ndim != 3 or ab.shape[2] != 2:
         raise RuntimeError(f"engine {where} yielded chroma of shape {ab.shape}, expected (h, w, 2)")
-    return np.ascontiguousarray(ab, dtype=np.float32)
+    out = np.ascontiguousarray(ab, dtype=np.float32)
+    layer = background_of(ab)
+    if layer is None:
+        return out
+    if layer.shape != ab.shape:
+        raise RuntimeError(f"engine {where} yielded a background layer of shape {layer.shape} for chroma of "
+                           f"shape {ab.shape}")
+    return with_background(out, layer)
+
+
+class Chroma(np.ndarray):
+    """An engine's (h, w, 2) a*b* that also carries ``background``: the frame's colour without its
+    instances on the same grid (the upsampling then gives the region outside every mask exactly the
+    colour it has without them). Anything computed from it is a plain array again."""
+
+    background: np.ndarray | None = None
+
+    def __array_finalize__(self, obj) -> None:
+        self.background = None  # a slice or a sum is not the engine's output: no layer
+
+
+def with_background(ab: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """``ab`` with the frame's colour without its instances attached (see :class:`Chroma`)."""
+    out = np.ascontiguousarray(ab, dtype=np.float32).view(Chroma)
+    out.background = np.ascontiguousarray(background, dtype=np.float32)
+    return out
+
+
+def background_of(ab: np.ndarray) -> np.ndarray | None:
+    """The background layer an engine attached to its chroma, or None."""
+    return getattr(ab, "background", None)

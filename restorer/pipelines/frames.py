@@ -9,16 +9,18 @@ from __future__ import annotations
 import numpy as np
 
 from restorer.io.color import upsample_chroma
+from restorer.models.engine import background_of
 
 
 def full_chroma(ab: np.ndarray, luma: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
     """Engine chroma at its working size -> (H, W, 2) at the luma's size, edges following the luma.
 
     With the frame's instance masks (R, H, W), each instance (later ones on top) and the rest
-    are upsampled apart, so colours stop at the masks' full-resolution edges."""
+    are upsampled apart, so colours stop at the masks' full-resolution edges; the rest from the
+    engine's background layer when it gave one (:func:`restorer.models.engine.with_background`)."""
     if ab.shape[:2] == luma.shape:
         return ab
-    return upsample_chroma(ab, luma, regions=region_ids(masks))
+    return upsample_chroma(ab, luma, regions=region_ids(masks), background=background_of(ab))
 
 
 def region_ids(masks: np.ndarray | None) -> np.ndarray | None:

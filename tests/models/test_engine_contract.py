@@ -141,3 +141,15 @@ def test_a_photo_is_a_one_frame_film(eng):
     assert photo.shape == (*first.luma.shape, 3) and photo.dtype == np.float32
     inside = (photo > 0.02).all(-1) & (photo < 0.98).all(-1)  # out-of-gamut pixels are desaturated, never shifted
     assert np.abs(rgb_to_luma(photo) - first.luma)[inside].max() < 2e-3
+
+
+def test_a_background_layer_travels_with_the_engines_chroma_and_nothing_computed_from_it():
+    from restorer.models.engine import background_of, check_chroma, with_background
+
+    ab, layer = np.ones((4, 6, 2), np.float64), np.zeros((4, 6, 2))
+    out = check_chroma(with_background(ab, layer), "e")
+    assert out.dtype == np.float32 and np.array_equal(out, ab) and np.array_equal(background_of(out), layer)
+    assert background_of(out[:2]) is None and background_of(out + 1) is None  # not the engine's output any more
+    assert background_of(check_chroma(ab, "e")) is None
+    with pytest.raises(RuntimeError, match="background layer of shape"):
+        check_chroma(with_background(ab, np.zeros((2, 3, 2))), "e")

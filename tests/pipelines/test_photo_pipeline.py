@@ -315,3 +315,38 @@ def test_array_entry_refuses_what_is_not_a_picture() -> None:
         picture_luma(np.zeros((4, 4, 5), np.uint8))
     with pytest.raises(TypeError, match="pipe\\(paths, output\\)"):
         _pipe("stencil")([Path("a.png")])
+
+
+@pytest.mark.parametrize("preset", ["tiny", "anchors"])
+def test_an_instance_text_changes_nothing_outside_its_mask(preset, tmp_path):
+    """One instance on a real photo: outside its mask the picture is the automatic one to the code value,
+    up to the mask's edge (the engine hands over its colour without the instance, and the region
+    outside every mask is upsampled from it), and inside it takes the text's colour."""
+    from restorer.pipelines.evaluate import colorize
+    from restorer.presets import load_preset, open_engine
+
+    weights = None
+    if preset == "anchors":  # no anchors weights ship with the tests: a tiny random DISCO
+        import torch
+
+        from restorer.models.anchors.model import DiscoModel
+        from tests.models.test_anchors import BINS
+
+        torch.manual_seed(0)
+        model = DiscoModel(bins=BINS, dim=32, heads=2, layers=1, ff=64, proj=8, spix_channels=8, refine_channels=8)
+        with torch.no_grad():
+            model.bins_head.weight.normal_(0, 2.0)
+        weights = tmp_path / "w"
+        model.save_pretrained(weights / "disco")
+    engine = open_engine(load_preset(preset), device="cpu", weights=weights,
+                         overrides={"steps": 2} if preset == "tiny" else {})
+    rgb = _carphone_frame().astype(np.float64)
+    luma = (rgb @ np.array([0.299, 0.587, 0.114]) / 255).astype(np.float32)
+    yy, xx = np.mgrid[0:luma.shape[0], 0:luma.shape[1]]
+    disc = (xx - 95) ** 2 + (yy - 70) ** 2 < 30 ** 2  # an odd place on the 16-px grid: cells straddle its edge
+    auto = colorize(engine, luma, [], np.zeros((0, *luma.shape), bool), 0)
+    red = colorize(engine, luma, ["a red ball"], disc[None], 0)
+    outside = np.abs(red - auto).max(axis=-1)[~disc]
+    assert outside.max() <= 1 and outside.mean() < 0.01
+    inner = srgb_to_lab(red / 255)[disc][:, 1:].mean(0)
+    assert hue_difference_deg(lab_hue_deg(inner), lab_hue_deg(parse_color("red").lab[1:])) < 25

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from restorer.models.anchors.locator import locate
 from restorer.models.anchors.paths import DEFAULTS, check_options
-from restorer.models.engine import FrameInput, ShotContext, check_chroma
+from restorer.models.engine import FrameInput, ShotContext, check_chroma, with_background
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +154,13 @@ class AnchorsEngine:
         if masks.shape[0] != len(colours):
             raise RuntimeError(f"{masks.shape[0]} masks for {len(colours)} instances")
         h, w = ab.shape[:2]
+        background = ab
         for mask, colour in zip(masks, colours, strict=True):
             if mask.any():
                 cover = cv2.resize(mask.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
                 ab = ab + cover[..., None] * (colour - ab)
-        return ab
+        # the anchors' picture itself is the frame without its instances
+        return ab if ab is background else with_background(ab, background)
 
 
 class TorchEncoder:

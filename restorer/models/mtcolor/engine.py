@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from restorer.devices import resolve_device
 from restorer.errors import InputError, WeightsError
-from restorer.models.engine import FrameInput, ShotContext, check_chroma
+from restorer.models.engine import FrameInput, ShotContext, check_chroma, with_background
 from restorer.models.mtcolor.model import Conditions, MTColorModel, guided_eps
 from restorer.models.mtcolor.sampler import SamplingOptions, Schedule, instance_boxes, sample
 
@@ -163,9 +163,13 @@ class MTColorEngine:
             opts = replace(opts, prior_strength=max(opts.prior_strength, self.prompt_strength))
         global_eps = self._in_dtype(lambda z, t: guided_eps(self.model, z, t, cond, uncond, guidance))
         inst_eps = None if inst is None else self._as_eps(self._in_dtype(inst), schedule)
+        layers: dict = {}
         z0 = sample(self._as_eps(global_eps, schedule), inst_eps, self.initial_noise(size, seed),
-                    cover32[ids], schedule, opts, seed, ids, x0_prior=x0_prior)
-        return self.space.decode(z0)
+                    cover32[ids], schedule, opts, seed, ids, x0_prior=x0_prior, layers=layers)
+        ab = self.space.decode(z0)
+        if ids and "global" in layers:  # the picture without its instances, for the region outside them
+            return with_background(ab, self.space.decode(layers["global"]))
+        return ab
 
     @property
     def has_automatic(self) -> bool:

@@ -151,7 +151,7 @@ def denoise(eps_fn: Eps, z: torch.Tensor, schedule: Schedule, steps: range, eta:
 
 def sample(global_eps: Eps, instance_eps: Eps, z_T: torch.Tensor, masks: torch.Tensor, schedule: Schedule,
            opts: SamplingOptions, seed: int, ids: list[int] | None = None,
-           x0_prior: torch.Tensor | None = None) -> torch.Tensor:
+           x0_prior: torch.Tensor | None = None, layers: dict | None = None) -> torch.Tensor:
     """Multi-instance sampling of one frame.
 
     Args:
@@ -164,6 +164,8 @@ def sample(global_eps: Eps, instance_eps: Eps, z_T: torch.Tensor, masks: torch.T
         x0_prior: (1, C, h, w) a guess of z_0 (tiny's colour prior): the global sample starts from it,
             noised with z_T to the level of step ``round((1 - opts.prior_strength) * steps)`` (SDEdit,
             Meng et al. 2022); strength 0 keeps it as it is. Instances still start from z_T.
+        layers: when given and the instances are denoised to the end (alpha 1), ``layers["global"]`` is
+            set to the global sample before the fusion: the frame without its instances.
 
     Returns:
         (1, C, h, w) z_0.
@@ -176,8 +178,11 @@ def sample(global_eps: Eps, instance_eps: Eps, z_T: torch.Tensor, masks: torch.T
     if k:
         start = min(start, k)  # the fusion at step k needs the global latent at step k's level
     z = z_T if x0_prior is None else noised(x0_prior.to(z_T), z_T, schedule.alpha_at(start))
-    if k and (k < n or bool((partition(masks)[1] > 0).any())):  # else the global sample has no weight
+    ran = bool(k) and (k < n or bool((partition(masks)[1] > 0).any()))  # else the global has no weight
+    if ran:
         z = denoise(global_eps, z, schedule, range(start, k), opts.eta, [g_global])
+    if layers is not None and k == n and (ran or (x0_prior is not None and start == n)):
+        layers["global"] = z  # complete: no global step follows the fusion
     if k:
         z_i = run_instances(instance_eps, z_T, masks, schedule, range(k), opts, seed, ids)
         z = fuse(z[0], z_i, masks, opts.beta, opts.fusion)[None]
