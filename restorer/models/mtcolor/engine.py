@@ -351,11 +351,15 @@ def _open_tiny(opts: dict, device: str, weights: Path | None, dtype: torch.dtype
     backbone = prior_backbone(prior)
     prior_features = None if prior is None or backbone == features.backbone else EfficientNetFeatures(backbone=backbone)
     return MTColorEngine(model, space, text, tiny.scheduler_config(opts), sampling_options(opts, space.multiple),
-                         device, dtype, prior=prior,
-                         prior_temperature=float(opts.get("prior_temperature", 0.4)),
-                         prompt_strength=float(opts.get("prompt_strength", 0.3)), prior_features=prior_features,
-                         prior_flip=bool(opts.get("prior_flip", False)),
-                         prior_saturation=float(opts.get("prior_saturation", 1.0)))
+                         device, dtype, prior=prior, prior_features=prior_features, **tiny_knobs(opts))
+
+
+def tiny_knobs(opts: dict) -> dict[str, Any]:
+    """The engine's keyword options a tiny preset sets (its colour prior, the prompt's strength), defaults filled."""
+    return {"prior_temperature": float(opts.get("prior_temperature", 0.4)),
+            "prompt_strength": float(opts.get("prompt_strength", 0.3)),
+            "prior_flip": bool(opts.get("prior_flip", False)),
+            "prior_saturation": float(opts.get("prior_saturation", 1.0))}
 
 
 def _open_sd15(opts: dict, device: str, weights: Path | None, base: Path | None,

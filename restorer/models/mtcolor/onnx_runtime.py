@@ -150,7 +150,7 @@ def open_tiny_onnx(opts: dict[str, Any], device: str, weights: Path | None, dtyp
                    threads: int | None = None):
     """The tiny engine with its features, prior and U-Net on ONNX Runtime (see the module docstring)."""
     from restorer.models.mtcolor.adapter import MTColorAdapter
-    from restorer.models.mtcolor.engine import MTColorEngine, sampling_options
+    from restorer.models.mtcolor.engine import MTColorEngine, sampling_options, tiny_knobs
     from restorer.models.mtcolor.loading import load_part
     from restorer.models.mtcolor.spaces import AB_SCALE, TinySpace
     from restorer.models.mtcolor.text import MiniLMText
@@ -191,10 +191,6 @@ def open_tiny_onnx(opts: dict[str, Any], device: str, weights: Path | None, dtyp
                       ab_scale=float(opts.get("ab_scale", AB_SCALE)))
     # ORT runs float32; the torch parts left (text, token encoder) follow the device in float32 too
     engine = MTColorEngine(model, space, text, scheduler_config(opts), sampling_options(opts, multiple),
-                           device, torch.float32, prior=prior,
-                           prior_temperature=float(opts.get("prior_temperature", 0.4)),
-                           prompt_strength=float(opts.get("prompt_strength", 0.3)), prior_features=prior_features,
-                           prior_flip=bool(opts.get("prior_flip", False)),
-                           prior_saturation=float(opts.get("prior_saturation", 1.0)))
+                           device, torch.float32, prior=prior, prior_features=prior_features, **tiny_knobs(opts))
     engine.runtime = "onnx"
     return engine
