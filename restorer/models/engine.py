@@ -12,7 +12,9 @@ implements it, and the pipelines (photo, video, watch) only ever talk to this in
    an iterator of :class:`FrameInput` in display order.
 3. The engine yields one :class:`numpy.ndarray` per frame, shape ``(h, w, 2)``,
    float32 CIE a*, b* (D65) at *its own working size*; it may keep state across the
-   frames of one shot (temporal engines do).
+   frames of one shot (temporal engines do). An engine that knows the frame's colour
+   without its instances attaches it (:func:`with_background`); the region outside every
+   mask is then upsampled from that, so an instance changes nothing outside its mask.
 4. The pipeline recombines: the source luma is kept exactly, the chroma is brought
    to full size by luma-guided upsampling and desaturated where it would leave the
    RGB gamut (:mod:`restorer.io.color`). Engines never write pixels.
