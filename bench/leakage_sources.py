@@ -31,7 +31,7 @@ def main() -> None:
     from restorer.io.color import rgb_to_luma
     from restorer.metrics import border_band, delta_ab
     from restorer.models.engine import FrameInput, InstanceText, ShotContext
-    from restorer.pipelines.evaluate import HARD_PHRASINGS, hard_color, object_regions
+    from restorer.pipelines.evaluate import hard_request, object_regions
     from restorer.pipelines.options import shot_seed
     from restorer.pipelines.photo import chroma_rgb
     from restorer.presets import load_preset, open_engine
@@ -56,8 +56,7 @@ def main() -> None:
         auto = rgb255(luma, auto_ab, None)
         for inst in object_regions(rec)[:2]:  # as evaluate_hard picks them
             m = labels == inst["id"]
-            obj = inst["object"] if inst["object"] != "area" else "thing"
-            text = HARD_PHRASINGS[k % len(HARD_PHRASINGS)].format(obj=obj, color=hard_color(inst["lab"]))
+            text, _color = hard_request(inst, k)
             k += 1
             ab = engine_ab(luma, [text], m[None])
             band = border_band(m)

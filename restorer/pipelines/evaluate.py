@@ -181,9 +181,7 @@ def evaluate_hard(data: Path, *, preset: str = "tiny", weights: Path | None = No
             auto = colorize(engine, luma, [], np.zeros((0, *luma.shape), bool), shot_seed(seed, 0))
             picked = object_regions(rec, min_area, max_area)[:objects]
             for inst in picked:
-                color = hard_color(inst["lab"])
-                obj = inst["object"] if inst["object"] != "area" else "thing"
-                text = HARD_PHRASINGS[k % len(HARD_PHRASINGS)].format(obj=obj, color=color)
+                text, color = hard_request(inst, k)
                 k += 1
                 m = labels == inst["id"]
                 out = colorize(engine, luma, [text], m[None], shot_seed(seed, 0))
@@ -205,6 +203,13 @@ def evaluate_hard(data: Path, *, preset: str = "tiny", weights: Path | None = No
     result = merge_hard([{"raw": raw}])
     result.update({"split": split, "preset": chosen.name, "engine": engine.name, "shard": list(shard), "raw": raw})
     return result
+
+
+def hard_request(inst: dict[str, Any], k: int) -> tuple[str, str]:
+    """The ``k``-th hard request, for instance record ``inst``: its text and the colour it names."""
+    color = hard_color(inst["lab"])
+    obj = inst["object"] if inst["object"] != "area" else "thing"
+    return HARD_PHRASINGS[k % len(HARD_PHRASINGS)].format(obj=obj, color=color), color
 
 
 def object_regions(rec: dict[str, Any], min_area: float = 0.03, max_area: float = 0.4) -> list[dict[str, Any]]:

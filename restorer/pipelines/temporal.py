@@ -224,17 +224,7 @@ class Propagator:
             return
         older = self._history.get(key.item.index, [])[:depth - 1]
         self._history = {**_newest(self._history),
-                         nxt.item.index: [(key, chain)] + [(f, self._compose(chain, c)) for f, c in older]}
-
-    def _compose(self, near: tuple, far: tuple) -> tuple[np.ndarray, np.ndarray]:
-        """The chain from a frame to a keyframe through another: ``near`` to the other, then ``far``."""
-        import cv2
-
-        coords, valid = near
-        far_coords, far_valid = far
-        x, y = coords[..., 0], coords[..., 1]
-        return (cv2.remap(far_coords, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE),
-                cv2.remap(far_valid, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0) * valid)
+                         nxt.item.index: [(key, chain)] + [(f, compose(chain, c)) for f, c in older]}
 
     # -- one window --------------------------------------------------------------------
 
@@ -258,8 +248,7 @@ class Propagator:
         index = frame.item.index
         if index not in self._raws:
             ab = self._working(self.colour(frame.item), frame)
-            keep = sorted(self._raws)[-int(self.settings.reconcile):] if self.settings.reconcile > 0 else []
-            self._raws = {**{k: self._raws[k] for k in keep}, index: _Layers(frame, ab)}
+            self._raws = {**_newest(self._raws, int(self.settings.reconcile)), index: _Layers(frame, ab)}
         return self._raws[index]
 
     def _key(self, frame: "_Frame") -> "_Layers":
@@ -302,11 +291,8 @@ class Propagator:
                             borderMode=cv2.BORDER_REPLICATE)
         ok &= np.abs(brought.astype(np.float32) - here.gray) <= self.settings.max_residual
         ok &= (where[..., 0] >= 0) & (where[..., 0] <= w - 1) & (where[..., 1] >= 0) & (where[..., 1] <= h - 1)
-        coords = cv2.remap(coords, where[..., 0], where[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        valid = cv2.remap(valid, where[..., 0], where[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                          borderValue=0) * ok
         self.step_share = float(ok.mean())
-        return coords, valid
+        return compose((where, ok), (coords, valid))
 
     def _entering(self, frame: _Frame, key: _Frame) -> bool:
         s = self.settings
@@ -461,6 +447,17 @@ class _Plan:
     arrive: dict[int, tuple] = field(default_factory=dict)
 
 
-def _newest(cache: dict) -> dict:
-    """The newest entry of a cache keyed by film index (with the one added, two are kept)."""
-    return {max(cache): cache[max(cache)]} if cache else {}
+def compose(near: tuple, far: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """A chain of flow through a frame: ``near`` = (coords, validity) of each pixel in that frame, ``far``
+    the same from that frame on; the coordinates of each pixel at the far end and their validity."""
+    import cv2
+
+    (coords, valid), (far_coords, far_valid) = near, far
+    x, y = coords[..., 0], coords[..., 1]
+    return (cv2.remap(far_coords, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE),
+            cv2.remap(far_valid, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0) * valid)
+
+
+def _newest(cache: dict, n: int = 1) -> dict:
+    """The ``n`` newest entries of a cache keyed by film index (with the one added, ``n + 1`` are kept)."""
+    return {k: cache[k] for k in sorted(cache)[max(0, len(cache) - n):]} if n > 0 else {}
